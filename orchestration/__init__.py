@@ -1,0 +1,1 @@
+"""Dagster orchestration, the loader and the `cdp` command line."""

@@ -1,0 +1,42 @@
+"""The dbt models as Dagster assets; dbt tests become asset checks."""
+
+import os
+import shutil
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+
+from orchestration.resources import CdpPaths
+
+
+class CdpDbtTranslator(DagsterDbtTranslator):
+    """Asset keys and groups follow the warehouse: schema/table (cdp/customers), group = schema."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] in ("model", "seed"):
+            return dg.AssetKey([dbt_resource_props["schema"], dbt_resource_props["alias"]])
+        return super().get_asset_key(dbt_resource_props)
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        return dbt_resource_props.get("schema")
+
+
+def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
+    @dbt_assets(
+        manifest=project.manifest_path,
+        project=project,
+        dagster_dbt_translator=CdpDbtTranslator(),
+    )
+    def cdp_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, paths: CdpPaths):
+        # dbt runs as a subprocess that inherits this environment; its profile reads CDP_WAREHOUSE.
+        os.environ["CDP_WAREHOUSE"] = str(paths.warehouse_path())
+        invocation = dbt.cli(["build"], context=context)
+        try:
+            yield from invocation.stream()
+        finally:
+            # Each invocation gets its own target folder; Dagster has read its artifacts.
+            shutil.rmtree(invocation.target_path, ignore_errors=True)
+
+    return cdp_dbt_models

@@ -1,0 +1,61 @@
+"""The summary `cdp run` prints at the end: what was loaded, resolved, segmented and sent."""
+
+from datetime import datetime
+from pathlib import Path
+
+from orchestration.warehouse import connect_published
+
+
+def print_run_summary(warehouse: Path, *, since: datetime, seconds: float, run_id: str) -> None:
+    with connect_published(warehouse) as con:
+
+        def one(sql: str, params: list | None = None):
+            return con.execute(sql, params or []).fetchone()
+
+        files, loaded, rejected = one(
+            "select count(*), coalesce(sum(rows_loaded), 0), coalesce(sum(rows_rejected), 0) "
+            "from raw.loaded_files where loaded_at >= ? and status in ('loaded', 'replaced')",
+            [since],
+        )
+        total_loaded, total_rejected = one(
+            "select coalesce(sum(rows_loaded), 0), coalesce(sum(rows_rejected), 0) "
+            "from raw.loaded_files"
+        )
+        duplicates = one("select count(*) - count(distinct message_id) from raw.events")[0]
+        customers = one("select count(*) from cdp.customers")[0]
+        identifiers = one("select count(*) from cdp.customer_identifiers")[0]
+        held_out = con.execute(
+            "select rule, count(*) from identity.identifiers_held_out group by rule order by rule"
+        ).fetchall()
+        segments = con.execute(
+            "select segment_name, member_count from cdp.segments order by segment_name"
+        ).fetchall()
+        syncs = con.execute(
+            "select sync_name, status, added, changed, removed, failed from reverse_etl.sync_runs "
+            "where started_at >= ? order by sync_name",
+            [since],
+        ).fetchall()
+
+    print(f"\nRun {run_id} succeeded in {seconds:.1f}s")
+    print(
+        f"Loaded     {files:,} new or changed files: {loaded:,} rows loaded, {rejected:,} rejected "
+        f"(in total {total_loaded:,} loaded, {total_rejected:,} rejected; see raw.rejected_rows)"
+    )
+    print(f"           {duplicates:,} duplicate message ids kept in raw.events, removed in staging")
+    held = ", ".join(f"{count:,} {rule}" for rule, count in held_out) or "none"
+    print(f"Customers  {customers:,} with {identifiers:,} identifiers (held out: {held})")
+    print(
+        "Segments   "
+        + ("\n           ".join(f"{name}: {count:,}" for name, count in segments) or "none")
+    )
+    if syncs:
+        print(
+            "Syncs      "
+            + "\n           ".join(
+                f"{name}: {status}, {added + changed + removed:,} rows sent "
+                f"({added:,} added, {changed:,} changed, {removed:,} removed, {failed:,} failed)"
+                for name, status, added, changed, removed, failed in syncs
+            )
+        )
+    else:
+        print("Syncs      none ran")

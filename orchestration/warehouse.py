@@ -1,0 +1,69 @@
+"""Connections to the DuckDB warehouse and its published copy.
+
+DuckDB lets one process hold a file for writing and then nobody else may open it, so the
+pipeline writes `cdp.duckdb` and, after each successful run, publishes a copy
+(`cdp_published.duckdb`) that readers open instead: a run never blocks a reader and a
+reader never blocks a run.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import duckdb
+
+from orchestration.paths import published_path
+
+
+class WarehouseError(RuntimeError):
+    """The warehouse cannot be opened; the message says why and what to do."""
+
+
+def connect(warehouse: Path) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse for writing (creating it and its folder on first use).
+
+    The file is attached under the name `warehouse`, so that `cdp.customers` means the schema
+    cdp even when the file is called cdp.duckdb.
+    """
+    warehouse.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect()
+        con.execute(f"attach '{_quoted(warehouse)}' as warehouse")
+        con.execute("use warehouse")
+        return con
+    except duckdb.IOException as error:
+        if "lock" in str(error).lower():
+            raise WarehouseError(
+                f"{warehouse} is in use by another process (a pipeline run or a sync holds it). "
+                "Wait for it to finish; read commands use the published copy instead."
+            ) from error
+        raise
+
+
+def connect_published(warehouse: Path) -> duckdb.DuckDBPyConnection:
+    """Open the published copy read-only; fails with a hint when nothing was published yet."""
+    published = published_path(warehouse)
+    if not published.exists():
+        raise WarehouseError(
+            f"No published warehouse at {published}: run `cdp run` first "
+            "(or pass the --warehouse you ran with)."
+        )
+    con = duckdb.connect()
+    con.execute(f"attach '{_quoted(published)}' as warehouse (read_only)")
+    con.execute("use warehouse")
+    return con
+
+
+def _quoted(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def publish(warehouse: Path) -> Path:
+    """Copy the warehouse to its published path atomically and return that path."""
+    with connect(warehouse) as con:
+        con.execute("checkpoint warehouse")
+    published = published_path(warehouse)
+    staging = published.with_name(published.name + ".tmp")
+    shutil.copyfile(warehouse, staging)
+    os.replace(staging, published)
+    return published

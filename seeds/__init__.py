@@ -1,0 +1,1 @@
+"""Demo data (seeds/demo/) and the synthetic data generator behind `cdp generate`."""

@@ -1,0 +1,30 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+os.environ["GX_ANALYTICS_ENABLED"] = "false"
+os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
+
+
+def run_cdp(*args: str, env: dict[str, str], timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run the real `cdp` command line in a subprocess, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "orchestration.cli", *args],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def dagster_home(tmp_path: Path) -> Path:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    return home
