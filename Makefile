@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 export GX_ANALYTICS_ENABLED := false
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
-.PHONY: run test dagster-dev lint format clean
+.PHONY: run test bench dagster-dev lint format clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
@@ -23,7 +23,14 @@ run: $(STAMP)
 	$(BIN)/cdp run
 
 test: $(STAMP)
+	bash tests/system_packages.sh
 	$(BIN)/python -m pytest
+
+# Benchmarks (never part of `make test`): every tests/benchmarks/bench_*.py in turn.
+bench: $(STAMP)
+	@for script in tests/benchmarks/bench_*.py; do \
+		echo "== $$script"; $(BIN)/python $$script || exit 1; \
+	done
 
 dagster-dev: $(STAMP)
 	DAGSTER_HOME=$(CURDIR)/.dagster $(BIN)/dagster dev -w workspace.yaml
