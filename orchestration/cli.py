@@ -81,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     customer.add_argument("identifier")
     customer.add_argument("--json", action="store_true", help="print JSON")
+    customer.add_argument(
+        "--explain",
+        action="store_true",
+        help="also show why the identifiers are together: each link with the record that made "
+        "it, links a rule refused, identifiers held out, merges and splits",
+    )
     _add_warehouse_option(customer)
     customer.set_defaults(handler=_customer)
 
@@ -231,7 +237,14 @@ def _generate(args: argparse.Namespace) -> int:
 def _customer(args: argparse.Namespace) -> int:
     from orchestration.lookup import customer_cards, format_card
 
-    cards = customer_cards(_use_warehouse(args), args.identifier)
+    warehouse = _use_warehouse(args)
+    cards = customer_cards(warehouse, args.identifier)
+    if args.explain:
+        from orchestration.explain import explain_customers, format_explanation
+
+        ids = [card["profile"]["customer_id"] for card in cards]
+        for card, explanation in zip(cards, explain_customers(warehouse, ids)):
+            card["explanation"] = explanation
     if args.json:
         print(json.dumps(cards if len(cards) != 1 else cards[0], indent=2, default=str))
         return 0 if cards else 1
@@ -240,7 +253,10 @@ def _customer(args: argparse.Namespace) -> int:
         return 1
     if len(cards) > 1:
         print(f"{len(cards)} customers match '{args.identifier}':\n")
-    print("\n\n".join(format_card(card) for card in cards))
+    shown = [format_card(card) for card in cards]
+    if args.explain:
+        shown = [f"{text}\n{format_explanation(c['explanation'])}" for text, c in zip(shown, cards)]
+    print("\n\n".join(shown))
     return 0
 
 

@@ -1,16 +1,17 @@
 -- One row per distinct identifier. Identifiers held out by a rule (the blocklist, or a super
--- node: seen with more people-level identifiers than identity_super_node_threshold) get no
--- node_id and never link anything; the others get a dense node_id for connected components.
+-- node: named in the same records as more distinct people-level identifiers than its type's
+-- super_node_threshold) get no node_id and never link anything; the others get a dense
+-- node_id for connected components. The rules come from identity_rules.yml.
 with occurrences as (
     select * from {{ ref('identity_occurrences') }}
 ),
 
 identifier_types as (
-    select * from {{ ref('identifier_types') }}
+    select * from {{ ref('identity_identifier_types') }}
 ),
 
 blocklist as (
-    select * from {{ ref('identifier_blocklist') }}
+    select * from {{ ref('identity_blocklist') }}
 ),
 
 identifiers as (
@@ -28,12 +29,14 @@ blocked as (
     select
         i.identifier_type,
         i.identifier_value,
-        b.reason || ' (blocklist ' || b.match_type || ' ''' || b.pattern || ''')' as detail,
+        b.reason || ' (blocklist '
+            || case b.match_type when 'exact' then 'value' else 'pattern' end
+            || ' ''' || b.pattern || ''')' as detail,
     from identifiers as i
     inner join blocklist as b
-        on (b.identifier_type = '*' or b.identifier_type = i.identifier_type)
+        on b.identifier_type = i.identifier_type
         and (
-            (b.match_type = 'exact' and lower(i.identifier_value) = lower(b.pattern))
+            (b.match_type = 'exact' and lower(i.identifier_value) = b.pattern)
             or (b.match_type = 'regex' and regexp_full_match(i.identifier_value, b.pattern))
         )
     qualify row_number() over (
@@ -64,12 +67,13 @@ people_level_neighbours as (
 
 super_nodes as (
     select
-        identifier_type,
-        identifier_value,
-        'seen with ' || neighbour_count || ' people-level identifiers (threshold '
-            || {{ var('identity_super_node_threshold') }} || ')' as detail,
-    from people_level_neighbours
-    where neighbour_count > {{ var('identity_super_node_threshold') }}
+        n.identifier_type,
+        n.identifier_value,
+        'seen with ' || n.neighbour_count || ' people-level identifiers (threshold '
+            || t.super_node_threshold || ')' as detail,
+    from people_level_neighbours as n
+    inner join identifier_types as t on n.identifier_type = t.identifier_type
+    where n.neighbour_count > t.super_node_threshold
 ),
 
 classified as (

@@ -1,5 +1,7 @@
--- Every identifier named by every record (a CRM contact or an event message), with where
--- the record came from. The records that name two or more identifiers make the edges.
+-- Every identifier named by every record (a CRM contact or an event message), normalized by
+-- the rules of its type (identity_identifier_types), with where the record came from. A
+-- type missing from the rules is not collected; a value that does not normalize is dropped.
+-- The records that name two or more identifiers make the edges.
 with contacts as (
     select * from {{ ref('stg_crm__contacts') }}
 ),
@@ -8,11 +10,23 @@ messages as (
     select * from {{ ref('stg_events__messages') }}
 ),
 
+identifier_types as (
+    select * from {{ ref('identity_identifier_types') }}
+),
+
 known_user_ids as (
     select distinct user_id from messages where user_id is not null
 ),
 
-contact_identifiers as (
+event_fields as (
+    select
+        identifier_type,
+        split_part(field, '.', 1) as json_column,
+        '$.' || substr(field, strpos(field, '.') + 1) as json_path,
+    from (select identifier_type, unnest(event_fields) as field from identifier_types)
+),
+
+contact_values as (
     unpivot (
         select
             'crm_contact:' || contact_id as record_key,
@@ -22,15 +36,15 @@ contact_identifiers as (
             _source_line as source_line,
             coalesce(created_at, _loaded_at) as seen_at,
             contact_id as crm_contact_id,
-            email,
-            phone,
+            email_raw::varchar as email,
+            phone_raw::varchar as phone,
         from contacts
     )
     on crm_contact_id, email, phone
-    into name identifier_type value identifier_value
+    into name identifier_type value raw_value
 ),
 
-message_identifiers as (
+message_values as (
     unpivot (
         select
             'event:' || message_id as record_key,
@@ -42,17 +56,17 @@ message_identifiers as (
             user_id,
             anonymous_id,
             previous_id,
-            email,
-            phone,
+            traits ->> 'email' as email,
+            traits ->> 'phone' as phone,
         from messages
     )
     on user_id, anonymous_id, previous_id, email, phone
-    into name identifier_type value identifier_value
+    into name identifier_type value raw_value
 ),
 
 -- An alias's previousId is usually an anonymous id; it is a user id when some message uses
 -- it as one.
-message_identifiers_typed as (
+message_values_typed as (
     select
         m.* exclude (identifier_type),
         case
@@ -60,17 +74,63 @@ message_identifiers_typed as (
             when u.user_id is not null then 'user_id'
             else 'anonymous_id'
         end as identifier_type,
-    from message_identifiers as m
+    from message_values as m
     left join known_user_ids as u
-        on m.identifier_type = 'previous_id' and m.identifier_value = u.user_id
+        on m.identifier_type = 'previous_id' and m.raw_value = u.user_id
+),
+
+-- Extra sources from the rules (event_fields: traits.x, context.x.y, properties.x).
+event_field_values as (
+    select
+        'event:' || m.message_id as record_key,
+        'event' as record_source,
+        m.message_id as record_id,
+        m._source_file as source_file,
+        m._source_line as source_line,
+        m.event_at as seen_at,
+        f.identifier_type,
+        json_extract_string(
+            case f.json_column
+                when 'traits' then m.traits
+                when 'context' then m.context
+                when 'properties' then m.properties
+            end,
+            f.json_path
+        ) as raw_value,
+    from messages as m
+    cross join event_fields as f
+),
+
+all_values as (
+    select record_key, record_source, record_id, source_file, source_line, seen_at, identifier_type, raw_value
+    from contact_values
+    union all
+    select record_key, record_source, record_id, source_file, source_line, seen_at, identifier_type, raw_value
+    from message_values_typed
+    union all
+    select record_key, record_source, record_id, source_file, source_line, seen_at, identifier_type, raw_value
+    from event_field_values
+    where raw_value is not null
+),
+
+normalized as (
+    select
+        v.record_key,
+        v.record_source,
+        v.record_id,
+        v.source_file,
+        v.source_line,
+        v.seen_at,
+        v.identifier_type,
+        {{ normalize_identifier('v.raw_value', 't.normalizer', 't.default_country_code') }} as identifier_value,
+    from all_values as v
+    inner join identifier_types as t on v.identifier_type = t.identifier_type
 ),
 
 final as (
-    select record_key, record_source, record_id, source_file, source_line, seen_at, identifier_type, identifier_value
-    from contact_identifiers
-    union all
-    select record_key, record_source, record_id, source_file, source_line, seen_at, identifier_type, identifier_value
-    from message_identifiers_typed
+    select distinct *
+    from normalized
+    where identifier_value is not null
 )
 
-select distinct * from final
+select * from final
