@@ -7,6 +7,7 @@ and how to fix it. identity_identifier_types and identity_blocklist unpack the J
 """
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import pandas as pd
 import yaml
 
 RULES_FILE = "identity_rules.yml"  # relative to the dbt project folder (dbt runs there)
+# CDP_IDENTITY_RULES may name another rules file (absolute, or relative to the dbt project).
 NORMALIZERS = ("id", "lowercase_id", "email", "phone", "sha256")
 BUILT_IN_TYPES = ("user_id", "email", "phone", "crm_contact_id", "anonymous_id")
 EVENT_FIELD_ROOTS = ("traits", "context", "properties")
@@ -77,7 +79,8 @@ class IdentityRules:
 
 def model(dbt, session):
     dbt.config(materialized="table")
-    rules = load_rules(Path(dbt.config.meta_get("rules_file") or RULES_FILE).resolve())
+    # Read when the model runs (dbt runs in the project folder), never cached by dbt's parser.
+    rules = load_rules(Path(os.environ.get("CDP_IDENTITY_RULES") or RULES_FILE).resolve())
     return rules_frame(rules)
 
 
