@@ -112,6 +112,13 @@ P_EMAIL_CHANGE = 0.04
 P_SAME_NAME = 0.03
 P_BUYER = 0.5
 P_CART_ABANDONER = 0.07
+# Purchase intent the propensity model can learn: buyers look at products on more of their
+# browsing visits, and orders after the sign-up visit follow 1-2 browsing visits.
+P_VIEW_PRODUCT_BUYER = 0.75
+P_VIEW_PRODUCT = 0.35
+P_RESEARCH_BEFORE_ORDER = 0.8
+P_SMS_OPT_IN = 0.3  # signed-up people with a phone who subscribe to SMS
+P_SMS_OPT_OUT = 0.25  # of those, who later reply STOP
 P_DUPLICATE_MESSAGE = 0.011
 JUNK_CARRIER_SHARE = 0.03
 SHARED_DEVICE_PAIR_SHARE = 0.0035  # pairs per person: ~1% of signed-up people are in a pair
@@ -425,6 +432,7 @@ class _Person:
         self.revenue = 0.0
         self.orders = 0
         self.aliases = 0
+        self.buyer = False
 
 
 class _Generator:
@@ -461,6 +469,9 @@ class _Generator:
                 "newsletter_only",
                 "cart_abandoners",
                 "lifetime_revenue_500_plus",
+                "research_before_order",
+                "sms_opt_in",
+                "sms_opt_out",
             ),
             0,
         )
@@ -716,7 +727,7 @@ class _Generator:
             for _ in range(rng.choice((0, 1, 1, 2))):
                 name, path = rng.choice(PAGES)
                 t = self._page(p, t, dev, uid, name, path)
-            if rng.random() < 0.5:
+            if rng.random() < (P_VIEW_PRODUCT_BUYER if p.buyer else P_VIEW_PRODUCT):
                 product = rng.choice(CATALOG)
                 path = f"/products/{product[1].lower()}"
                 t = self._page(p, t, dev, uid, "Product", path)
@@ -811,7 +822,7 @@ class _Generator:
         pre_signup = signup and rng.random() < P_PRE_SIGNUP_BROWSING
         alias_user = signup and rng.random() < P_ALIAS
         per_visit = rng.random() < P_NEW_ANONYMOUS_ID_PER_VISIT
-        buyer = signup and rng.random() < P_BUYER
+        buyer = p.buyer = signup and rng.random() < P_BUYER
         abandoner = signup and rng.random() < P_CART_ABANDONER
         newsletter = has_email and not signup
         uid = self._user_id(i) if signup else None
@@ -956,12 +967,20 @@ class _Generator:
             remaining = n_visits - v
             if orders_left and (orders_left >= remaining or rng.random() < 0.5):
                 orders_left -= 1
+                if v > n_pre and rng.random() < P_RESEARCH_BEFORE_ORDER:
+                    assert signup_at is not None
+                    floor = max(signup_at, times[v - 1]) + HOUR_MS
+                    self._research(p, t, floor, None if per_visit else dev, uid)
                 self._shop(p, t, dev, uid, "order")
             else:
                 self._shop(p, t, dev, uid, "cart" if rng.random() < 0.1 else "browse")
             if company and rng.random() < 0.15:
                 traits = {"name": company[1], "industry": company[3] or "OTHER"}
                 self._msg(p, t + 1000, dev, "group", uid, groupId=company[0], traits=traits)
+
+        if signup and phone_forms and rng.random() < P_SMS_OPT_IN:
+            assert signup_at is not None
+            self._sms_consent(p, signup_at, abandon_at or end, devices[0], uid)
 
         if signup:
             assert signup_at is not None
@@ -1062,6 +1081,47 @@ class _Generator:
             planted["lifetime_revenue_500_plus"] += 1
         if signup and self._abandoned_cart(p):
             planted["cart_abandoners"] += 1
+
+    def _research(
+        self, p: _Person, order_at: int, floor: int, device: _Device | None, uid: str
+    ) -> None:
+        """Browsing before an order: 1-2 signed-in visits in the 1-14 days before it, each
+        viewing 2-5 products (purchase intent the propensity model can learn), on `device`
+        (None: a new device per visit). Visits that would fall before `floor` (sign-up or the
+        previous visit) are not made."""
+        rng = self.rng
+        made = 0
+        for _ in range(1 if rng.random() < 0.6 else 2):
+            t = order_at - rng.randint(DAY_MS, 14 * DAY_MS)
+            if t <= floor:
+                continue
+            dev = device or self._device()
+            t = self._page(p, t, dev, uid, "Shop", "/shop", rng.choice(REFERRERS))
+            if rng.random() < 0.3:
+                props = {"query": rng.choice(SEARCH_TERMS)}
+                t = self._track(p, t, dev, uid, "Products Searched", props, "/search")
+            for product in rng.sample(CATALOG, rng.randint(2, 5)):
+                path = f"/products/{product[1].lower()}"
+                t = self._page(p, t, dev, uid, "Product", path)
+                t = self._track(
+                    p, t, dev, uid, "Product Viewed", self._product_props(product), path
+                )
+            made += 1
+        if made:
+            self.planted["research_before_order"] += 1
+
+    def _sms_consent(self, p: _Person, after: int, before: int, dev: _Device, uid: str) -> None:
+        """An SMS opt-in (server-side, from the checkout form) and, for some, a later STOP."""
+        rng = self.rng
+        span = max(0, before - HOUR_MS - after)
+        t = after + MINUTE_MS + int(rng.random() * span)
+        props = {"channel": "sms", "source": rng.choice(("checkout", "account", "popup"))}
+        self._track(p, t, dev, uid, "SMS Subscribed", props, "/account")
+        self.planted["sms_opt_in"] += 1
+        if rng.random() < P_SMS_OPT_OUT:
+            t += int(rng.random() * max(0, before - HOUR_MS - t))
+            self._track(p, t, None, uid, "SMS Unsubscribed", {"channel": "sms", "keyword": "STOP"})
+            self.planted["sms_opt_out"] += 1
 
     def _abandoned_cart(self, p: _Person) -> bool:
         since = self.end_ms - 7 * DAY_MS

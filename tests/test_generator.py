@@ -493,6 +493,77 @@ def test_different_people_share_a_first_and_last_name(data):
     assert any(len(people) > 1 for people in people_by_name.values())
 
 
+def person_timelines(data: Output) -> dict[str, list[tuple[datetime, dict]]]:
+    """Each person's messages in time order (messages of a shared device are left out)."""
+    timelines = defaultdict(list)
+    for msg in data.messages:
+        people = data.person_of(msg)
+        if len(people) == 1:
+            timelines[people.pop()].append((parse_time(msg["timestamp"]), msg))
+    for timeline in timelines.values():
+        timeline.sort(key=lambda item: item[0])
+    return timelines
+
+
+def test_people_who_look_at_products_order_more_often_in_the_next_30_days(data):
+    """The purchase intent the propensity model learns: at any cutoff, people who viewed two
+    or more products in the 14 days before it order far more often in the 30 days after than
+    people who were active but viewed none."""
+    timelines = person_timelines(data)
+    viewers, others = [0, 0], [0, 0]  # [people, of whom ordered]
+    for days_back in (30, 45, 60):
+        cutoff = END - timedelta(days=days_back)
+        for timeline in timelines.values():
+            if timeline[0][0] > cutoff:
+                continue
+            recent_views = sum(
+                1
+                for at, msg in timeline
+                if cutoff - timedelta(days=14) < at <= cutoff
+                and msg.get("event") == "Product Viewed"
+            )
+            ordered = any(
+                cutoff < at <= cutoff + timedelta(days=30) and msg.get("event") == "Order Completed"
+                for at, msg in timeline
+            )
+            group = viewers if recent_views >= 2 else others if recent_views == 0 else None
+            if group is not None:
+                group[0] += 1
+                group[1] += ordered
+    viewer_rate, other_rate = viewers[1] / viewers[0], others[1] / others[0]
+    assert viewers[0] >= 30 and others[0] >= 100
+    assert viewer_rate > 2 * other_rate, (viewer_rate, other_rate)
+
+
+def test_orders_after_sign_up_follow_signed_in_product_views_in_the_days_before(data):
+    researched = set()
+    for person, timeline in person_timelines(data).items():
+        orders = [at for at, msg in timeline if msg.get("event") == "Order Completed"]
+        views = [
+            at for at, msg in timeline if msg.get("event") == "Product Viewed" and msg.get("userId")
+        ]
+        for order_at in orders:
+            before = [v for v in views if order_at - timedelta(days=14) <= v <= order_at]
+            if sum(v <= order_at - timedelta(hours=23) for v in before) >= 2:
+                researched.add(person)
+    assert data.report.planted["research_before_order"] > 0
+    assert len(researched) >= data.report.planted["research_before_order"]
+
+
+def test_some_people_opt_in_to_sms_and_some_of_them_reply_stop_later(data):
+    opted_in, opted_out = {}, {}
+    for msg in data.messages:
+        if msg.get("event") == "SMS Subscribed":
+            opted_in[data.user(msg)] = parse_time(msg["timestamp"])
+        elif msg.get("event") == "SMS Unsubscribed":
+            opted_out[data.user(msg)] = parse_time(msg["timestamp"])
+    assert data.report.planted["sms_opt_in"] == len(opted_in) > 0
+    assert data.report.planted["sms_opt_out"] == len(opted_out) > 0
+    assert all(person in opted_in and at >= opted_in[person] for person, at in opted_out.items())
+    phones = {row["person_id"] for row in data.truth if row["identifier_type"] == "phone"}
+    assert set(opted_in) <= phones
+
+
 def test_duplicate_messages_repeat_a_message_id(data):
     counts = defaultdict(int)
     for msg in data.messages:
@@ -539,6 +610,7 @@ def test_every_planted_case_is_counted(data):
         "email_case_variants", "phone_format_variants", "anonymous_browsing_before_signup",
         "multiple_devices", "alias_calls", "duplicate_crm_contacts", "shared_device",
         "junk_identifiers", "email_change", "same_name", "duplicate_messages",
+        "research_before_order", "sms_opt_in", "sms_opt_out",
     ):  # fmt: skip
         assert planted[case] > 0, case
     assert planted["shared_device"] % 2 == 0
