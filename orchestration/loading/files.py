@@ -1,0 +1,72 @@
+"""Reading export files: fingerprints, decompression, and telling a text file from a binary."""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import hashlib
+import io
+import zlib
+from pathlib import Path
+
+HASH_CHUNK = 1 << 20
+_MAX_SHOWN = 80  # longest value quoted in a rejection reason
+
+
+class UnreadableFile(Exception):
+    """The file cannot be read at all; nothing of it is loaded."""
+
+
+def fingerprint(path: Path) -> tuple[str, int]:
+    """sha256 hex of the file's bytes as stored (streamed) and its size."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def open_binary(path: Path) -> io.BufferedIOBase:
+    """The file's bytes, decompressed when its name ends in .gz."""
+    if path.name.endswith(".gz"):
+        return gzip.GzipFile(path, "rb")
+    return open(path, "rb", buffering=0)
+
+
+def os_error_message(path: Path, exc: BaseException) -> str:
+    """What went wrong reading ``path`` and what to do about it."""
+    if isinstance(exc, PermissionError):
+        return (
+            f"cannot read {path}: permission denied; give the loader read access to the "
+            "file (or move it out of the landing directory) and run the load again"
+        )
+    if isinstance(exc, (gzip.BadGzipFile, EOFError, zlib.error)) or path.name.endswith(".gz"):
+        return (
+            f"cannot decompress {path}: {exc or type(exc).__name__} (corrupt or truncated "
+            "gzip); copy or export the file again, then run the load again"
+        )
+    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return f"cannot read {path}: {detail}; check the file and run the load again"
+
+
+def binary_hint(head: bytes, what: str) -> str | None:
+    """What to do about a file whose first bytes are not text, or None if they are."""
+    if head.startswith(b"\x1f\x8b"):
+        if what == "JSON Lines":
+            return "it looks gzip-compressed: name it .jsonl.gz"
+        return "it looks gzip-compressed: decompress it first"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "it looks UTF-16 encoded: export it again as UTF-8"
+    if head.startswith(b"PK\x03\x04"):
+        return f"it looks like a zip archive or an Excel workbook: export it as {what}"
+    if b"\x00" in head:
+        return f"replace it with a {what} export or move it out of the landing directory"
+    return None
+
+
+def shown(value: object) -> str:
+    """A value quoted in a message, cut to at most 80 characters."""
+    text = str(value)
+    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."

@@ -1,0 +1,318 @@
+"""The landing directory: which files are exports, and loading each one at most once.
+
+Every file is loaded in one transaction: its rows, its rejected rows and its
+``raw.loaded_files`` row are committed together or not at all. Files are identified by
+their absolute path and the sha256 of their bytes as stored (compressed bytes for ``.gz``),
+which makes a second run over the same landing directory a no-op. For CRM files the
+fingerprint of the mappings (presets and ``crm/mapping.yml``) counts too: a changed
+mapping loads the CRM files again. ``load_landing`` opens and commits those transactions
+itself, so the connection must not be inside one.
+
+Files are never deleted from the raw tables because they disappeared from the landing
+directory; only a changed file's earlier rows are replaced.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+import duckdb
+
+from orchestration.loading.crm import load_crm
+from orchestration.loading.events import load_events
+from orchestration.loading.files import UnreadableFile, fingerprint, os_error_message
+from orchestration.loading.mappings import LANDING_MAPPING, CrmMappings, load_crm_mappings
+from orchestration.loading.schema import CRM_KINDS, FILE_KINDS, RAW_TABLES, ensure_raw_schema
+
+LAYOUT_HELP = (
+    "expected a landing directory containing crm/contacts*.csv, crm/companies*.csv, "
+    "crm/deals*.csv, crm/tickets*.csv and events/*.jsonl or events/*.jsonl.gz"
+)
+PROGRESS_SECONDS = 5.0  # a long file reports its progress this often
+# DuckDB's memory during a load (it spills beyond); with the default of 80% of the machine
+# it would keep every block it wrote cached, and a large load would look unbounded.
+LOAD_MEMORY_LIMIT = "1GB"
+_BAR_WIDTH = 20
+
+
+@dataclass
+class FileLoad:
+    """What happened to one file of the landing directory."""
+
+    path: Path
+    kind: str | None
+    status: str  # loaded | replaced | unchanged | duplicate | unreadable
+    rows_read: int = 0
+    rows_loaded: int = 0
+    rows_rejected: int = 0
+    error: str | None = None
+    duplicate_of: Path | None = None  # for status "duplicate": the path loaded with these bytes
+    mapping: str | None = None  # for CRM files: the mapping that read the header
+
+
+@dataclass
+class LoadReport:
+    files: list[FileLoad] = field(default_factory=list)
+    ignored: list[Path] = field(default_factory=list)
+    # message ids that occur more than once in raw.events after this load (all files)
+    duplicate_message_ids: int = 0
+
+    @property
+    def rows_read(self) -> int:
+        return sum(f.rows_read for f in self.files)
+
+    @property
+    def rows_loaded(self) -> int:
+        return sum(f.rows_loaded for f in self.files)
+
+    @property
+    def rows_rejected(self) -> int:
+        return sum(f.rows_rejected for f in self.files)
+
+    @property
+    def unreadable(self) -> list[FileLoad]:
+        return [f for f in self.files if f.status == "unreadable"]
+
+    def by_status(self, status: str) -> list[FileLoad]:
+        return [f for f in self.files if f.status == status]
+
+    def by_kind(self) -> dict[str, tuple[int, int]]:
+        """kind -> (rows loaded, rows rejected) by this run, for every kind in FILE_KINDS."""
+        totals = {kind: (0, 0) for kind in FILE_KINDS}
+        for f in self.files:
+            if f.kind in totals:
+                loaded, rejected = totals[f.kind]
+                totals[f.kind] = (loaded + f.rows_loaded, rejected + f.rows_rejected)
+        return totals
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def load_landing(
+    con: duckdb.DuckDBPyConnection,
+    landing_dir: Path,
+    progress: Callable[[str], None] | None = None,
+) -> LoadReport:
+    """Load every export of ``landing_dir`` that is new or changed into the raw tables.
+
+    ``progress`` receives one line per file, and for a long file a progress bar line every
+    few seconds.
+    """
+    landing_dir = Path(landing_dir)
+    if not landing_dir.is_dir():
+        what = "is not a directory" if landing_dir.exists() else "does not exist"
+        raise FileNotFoundError(f"landing directory {landing_dir.absolute()} {what}: {LAYOUT_HELP}")
+    landing_dir = landing_dir.resolve()
+    say = progress or (lambda _line: None)
+
+    ensure_raw_schema(con)
+    exports, ignored = discover_landing(landing_dir)
+    if (
+        not exports
+        and not ignored
+        and not any((landing_dir / sub).is_dir() for sub in ("crm", "events"))
+    ):
+        say(f"{landing_dir}: no crm/ or events/ folder, nothing to load ({LAYOUT_HELP})")
+    mappings = load_crm_mappings(landing_dir)
+    if mappings.error:
+        say(f"CRM exports are not loaded: {mappings.error}")
+
+    report = LoadReport(ignored=ignored)
+    memory_limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    con.execute(f"SET memory_limit = '{LOAD_MEMORY_LIMIT}'")
+    try:
+        for path, kind in exports:
+            name = _rel(path, landing_dir)
+            result = _load_one(con, path, kind, mappings, _ProgressBar(name, say))
+            report.files.append(result)
+            say(_describe(result, name, landing_dir))
+    finally:
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+    for path in ignored:
+        say(f"{_rel(path, landing_dir)}: ignored (not a recognised export name)")
+
+    row = con.execute("SELECT count(*) - count(DISTINCT message_id) FROM raw.events").fetchall()
+    report.duplicate_message_ids = int(row[0][0]) if row else 0
+    return report
+
+
+def discover_landing(landing_dir: Path) -> tuple[list[tuple[Path, str]], list[Path]]:
+    """(path, kind) of every export in crm/ and events/ (sorted), and the ignored paths.
+
+    Only the two folders are scanned; files at the landing root (truth.csv, README, ...)
+    are not exports and are not reported. ``crm/mapping.yml`` is configuration, not an export.
+    """
+    exports: list[tuple[Path, str]] = []
+    ignored: list[Path] = []
+    for folder in ("crm", "events"):
+        directory = landing_dir / folder
+        if not directory.is_dir():
+            continue
+        for path in sorted(directory.iterdir()):
+            if path == landing_dir / LANDING_MAPPING:
+                continue
+            kind = _kind_of(folder, path.name) if path.is_file() else None
+            if kind is None:
+                ignored.append(path)
+            else:
+                exports.append((path, kind))
+    return exports, ignored
+
+
+def landing_files(landing_dir: Path) -> list[Path]:
+    """The export files of ``landing_dir`` (sorted; ignored files excluded, none if missing)."""
+    exports, _ignored = discover_landing(Path(landing_dir))
+    return [path for path, _kind in exports]
+
+
+def _kind_of(folder: str, name: str) -> str | None:
+    if folder == "events":
+        return "events" if name.endswith((".jsonl", ".jsonl.gz")) else None
+    for kind in CRM_KINDS:
+        if fnmatchcase(name, f"{kind}*.csv"):
+            return kind
+    return None
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _describe(result: FileLoad, name: str, root: Path) -> str:
+    if result.mapping:
+        name = f"{name} ({result.mapping} mapping)"
+    counts = f"{result.rows_loaded:,} loaded, {result.rows_rejected:,} rejected"
+    if result.status == "loaded":
+        return f"{name}: {counts}"
+    if result.status == "replaced":
+        return f"{name}: changed, earlier rows replaced: {counts}"
+    if result.status == "unchanged":
+        return f"{name}: unchanged, skipped"
+    if result.status == "duplicate":
+        return f"{name}: same content as {_rel(result.duplicate_of, root)}, nothing loaded"
+    return f"{name}: UNREADABLE: {result.error}"
+
+
+class _ProgressBar:
+    """Reports how far a long file has come, at most every PROGRESS_SECONDS."""
+
+    def __init__(self, name: str, say: Callable[[str], None]) -> None:
+        self.name, self.say = name, say
+        self.started = self.last = time.monotonic()
+        self.total = 0
+
+    def start(self, total_bytes: int) -> None:
+        self.started = self.last = time.monotonic()
+        self.total = total_bytes
+
+    def __call__(self, position: int) -> None:
+        now = time.monotonic()
+        if now - self.last < PROGRESS_SECONDS or not self.total:
+            return
+        self.last = now
+        done = min(position / self.total, 1.0)
+        filled = round(done * _BAR_WIDTH)
+        rate = position / (now - self.started) if now > self.started else 0.0
+        left = f", about {(self.total - position) / rate:.0f}s left" if rate else ""
+        self.say(
+            f"{self.name} [{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] {done:4.0%} of "
+            f"{self.total / 1e6:,.0f} MB, {rate / 1e6:,.1f} MB/s{left}"
+        )
+
+
+# --------------------------------------------------------------------------- one file
+
+
+def _load_one(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    kind: str,
+    mappings: CrmMappings,
+    progress: _ProgressBar,
+) -> FileLoad:
+    source = str(path)
+    try:
+        digest, size = fingerprint(path)
+    except OSError as exc:
+        return FileLoad(path, kind, "unreadable", error=os_error_message(path, exc))
+    mapping_hash = mappings.fingerprint if kind in CRM_KINDS else None
+
+    found = con.execute(
+        "SELECT content_hash, status, file_kind, crm_mapping_hash FROM raw.loaded_files "
+        "WHERE file_path = ?",
+        [source],
+    ).fetchall()
+    previous = found[0] if found else None
+    # Every empty file has the same hash; an empty export is never a "copy" of another.
+    original = None
+    if size:
+        found = con.execute(
+            "SELECT file_path FROM raw.loaded_files WHERE content_hash = ? AND file_path <> ? "
+            "AND status IN ('loaded', 'replaced') ORDER BY loaded_at, file_path LIMIT 1",
+            [digest, source],
+        ).fetchall()
+        original = Path(found[0][0]) if found else None
+
+    same_bytes = previous is not None and previous[0] == digest
+    if same_bytes and previous[1] == "duplicate" and original is None:
+        status = "loaded"  # the file it duplicated no longer holds these bytes
+    elif same_bytes and previous[3] == mapping_hash:
+        return FileLoad(path, kind, "unchanged")
+    elif original is not None:
+        status = "duplicate"
+    else:
+        status = "replaced" if previous is not None else "loaded"
+
+    progress.start(size)
+    con.begin()
+    try:
+        if previous is not None:
+            previous_table = RAW_TABLES.get(previous[2], RAW_TABLES[kind])
+            con.execute(f"DELETE FROM {previous_table} WHERE _source_file = ?", [source])
+            con.execute("DELETE FROM raw.rejected_rows WHERE source_file = ?", [source])
+        result = FileLoad(
+            path, kind, status, duplicate_of=original if status == "duplicate" else None
+        )
+        if status != "duplicate":
+            if kind == "events":
+                counts = load_events(con, path, kind, progress)
+            else:
+                *counts, result.mapping = load_crm(con, path, kind, mappings)
+            result.rows_read, result.rows_loaded, result.rows_rejected = counts
+        con.execute("DELETE FROM raw.loaded_files WHERE file_path = ?", [source])
+        con.execute(
+            "INSERT INTO raw.loaded_files (file_path, file_kind, content_hash, rows_read, "
+            "rows_loaded, rows_rejected, status, loaded_at, crm_mapping, crm_mapping_hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, now(), ?, ?)",
+            [
+                source,
+                kind,
+                digest,
+                result.rows_read,
+                result.rows_loaded,
+                result.rows_rejected,
+                status,
+                result.mapping or None,
+                mapping_hash,
+            ],
+        )
+        con.commit()
+    except UnreadableFile as exc:
+        con.rollback()
+        return FileLoad(path, kind, "unreadable", error=str(exc))
+    except (OSError, EOFError, zlib.error) as exc:
+        con.rollback()
+        return FileLoad(path, kind, "unreadable", error=os_error_message(path, exc))
+    except BaseException:
+        con.rollback()
+        raise
+    return result

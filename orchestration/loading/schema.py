@@ -1,0 +1,88 @@
+"""The ``raw`` schema: its tables, their columns, and the DDL that creates them."""
+
+from __future__ import annotations
+
+import duckdb
+
+FILE_KINDS = ("contacts", "companies", "deals", "tickets", "events")
+CRM_KINDS = FILE_KINDS[:4]
+RAW_TABLES = {
+    "contacts": "raw.crm_contacts",
+    "companies": "raw.crm_companies",
+    "deals": "raw.crm_deals",
+    "tickets": "raw.crm_tickets",
+    "events": "raw.events",
+}
+MESSAGE_TYPES = ("identify", "track", "page", "screen", "alias", "group")
+
+# The columns of raw.crm_<kind> besides record_id and attributes: HubSpot's export headers,
+# snake-cased. The dbt staging models read them; a CRM mapping (orchestration/crm_mappings,
+# crm/mapping.yml) says which header of an export fills which column. Every other header
+# goes to the row's `attributes` JSON object.
+CRM_COLUMNS = {
+    "contacts": (
+        "first_name", "last_name", "email", "phone_number", "company_name",
+        "associated_company_id", "lifecycle_stage", "lead_status", "create_date",
+        "last_activity_date", "unsubscribed_from_all_email", "city", "country_region",
+    ),
+    "companies": (
+        "company_name", "company_domain_name", "industry", "number_of_employees",
+        "annual_revenue", "city", "country_region", "create_date",
+    ),
+    "deals": (
+        "deal_name", "deal_stage", "pipeline", "amount", "close_date", "create_date",
+        "associated_contact_ids", "associated_company_ids",
+    ),
+    "tickets": (
+        "ticket_name", "ticket_status", "priority", "source", "create_date",
+        "associated_contact_ids",
+    ),
+}  # fmt: skip
+# CRM columns whose values must be empty or a parseable timestamp (else the row is rejected).
+CRM_TIMESTAMP_COLUMNS = frozenset({"create_date", "last_activity_date", "close_date"})
+
+_META_DDL = (
+    "_source_file VARCHAR NOT NULL, _source_line BIGINT NOT NULL, _loaded_at TIMESTAMPTZ NOT NULL"
+)
+SCHEMA_DDL = (
+    "CREATE SCHEMA IF NOT EXISTS raw",
+    *(
+        f"CREATE TABLE IF NOT EXISTS {RAW_TABLES[kind]} ({_META_DDL}, record_id VARCHAR NOT NULL)"
+        for kind in CRM_KINDS
+    ),
+    (
+        "CREATE TABLE IF NOT EXISTS raw.events ("
+        "message_id VARCHAR NOT NULL, type VARCHAR NOT NULL, event VARCHAR, name VARCHAR, "
+        "user_id VARCHAR, anonymous_id VARCHAR, previous_id VARCHAR, group_id VARCHAR, "
+        "event_at TIMESTAMPTZ NOT NULL, received_at TIMESTAMPTZ, "
+        f"traits JSON, properties JSON, context JSON, {_META_DDL})"
+    ),
+    (
+        "CREATE TABLE IF NOT EXISTS raw.loaded_files ("
+        "file_path VARCHAR NOT NULL, file_kind VARCHAR NOT NULL, content_hash VARCHAR NOT NULL, "
+        "rows_read BIGINT NOT NULL, rows_loaded BIGINT NOT NULL, rows_rejected BIGINT NOT NULL, "
+        "status VARCHAR NOT NULL, loaded_at TIMESTAMPTZ NOT NULL)"
+    ),
+    (
+        "CREATE TABLE IF NOT EXISTS raw.rejected_rows ("
+        "source_file VARCHAR NOT NULL, source_line BIGINT NOT NULL, file_kind VARCHAR NOT NULL, "
+        "reason VARCHAR NOT NULL, raw_text VARCHAR, rejected_at TIMESTAMPTZ NOT NULL)"
+    ),
+)
+# Columns added after the first version; ADD COLUMN IF NOT EXISTS upgrades older warehouses.
+ADDED_COLUMNS = (
+    *((RAW_TABLES[kind], column, "VARCHAR") for kind in CRM_KINDS for column in CRM_COLUMNS[kind]),
+    *((RAW_TABLES[kind], "attributes", "JSON") for kind in CRM_KINDS),
+    ("raw.events", "sent_at", "TIMESTAMPTZ"),
+    ("raw.events", "original_at", "TIMESTAMPTZ"),
+    ("raw.loaded_files", "crm_mapping", "VARCHAR"),
+    ("raw.loaded_files", "crm_mapping_hash", "VARCHAR"),
+)
+
+
+def ensure_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create schema ``raw`` and every raw table if missing (idempotent)."""
+    for statement in SCHEMA_DDL:
+        con.execute(statement)
+    for table, column, column_type in ADDED_COLUMNS:
+        con.execute(f'ALTER TABLE {table} ADD COLUMN IF NOT EXISTS "{column}" {column_type}')
