@@ -105,6 +105,11 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument(
         "--dry-run", action="store_true", help="print the planned adds, changes and removes only"
     )
+    sync.add_argument(
+        "--syncs",
+        type=Path,
+        help="the syncs file (default reverse_etl/syncs.yml in the project)",
+    )
     _add_warehouse_option(sync)
     sync.set_defaults(handler=_sync)
     return parser
@@ -284,17 +289,30 @@ def _sync(args: argparse.Namespace) -> int:
     from orchestration.warehouse import WarehouseError, connect, publish
     from reverse_etl.config import ConfigError, load_syncs
     from reverse_etl.engine import SyncError, run_sync
+    from reverse_etl.pii import redact
 
     warehouse = _use_warehouse(args)
+    syncs_file = args.syncs or paths.SYNCS_FILE
     try:
-        syncs = load_syncs(paths.SYNCS_FILE)
+        syncs = load_syncs(syncs_file)
     except ConfigError as error:
         raise CliError(str(error)) from error
     if args.name:
-        syncs = [s for s in syncs if s.name == args.name]
-        if not syncs:
-            names = ", ".join(s.name for s in load_syncs(paths.SYNCS_FILE))
-            raise CliError(f"no sync named '{args.name}' in {paths.SYNCS_FILE} (syncs: {names})")
+        chosen = [s for s in syncs if s.name == args.name]
+        if not chosen:
+            names = ", ".join(s.name for s in syncs)
+            raise CliError(f"no sync named '{args.name}' in {syncs_file} (syncs: {names})")
+        if not chosen[0].enabled:
+            raise CliError(
+                f"sync '{args.name}' is disabled in {syncs_file} (enabled: false): "
+                "set enabled: true (and its secrets' environment variables) to run it"
+            )
+        syncs = chosen
+    else:
+        for sync in syncs:
+            if not sync.enabled:
+                print(f"{sync.name}: skipped (enabled: false in {syncs_file.name})")
+        syncs = [s for s in syncs if s.enabled]
     if not warehouse.exists():
         raise CliError(f"no warehouse at {warehouse}: run `cdp run` first")
     failures = 0
@@ -310,18 +328,22 @@ def _sync(args: argparse.Namespace) -> int:
                 if args.dry_run:
                     print(
                         f"{sync.name}: would add {result.added:,}, change {result.changed:,}, "
-                        f"remove {result.removed:,}"
+                        f"remove {result.removed:,} (mode {sync.mode}, "
+                        f"{sync.destination.type} destination); nothing sent"
                     )
                     for operation in result.preview:
-                        print(f"  {operation.op:<6} {operation.key}")
+                        print(f"  {operation.op:<6} {redact(operation.key)}")
                     if result.planned > len(result.preview):
                         print(f"  ... and {result.planned - len(result.preview):,} more")
                     continue
                 print(
-                    f"{sync.name}: {result.added:,} added, {result.changed:,} changed, "
-                    f"{result.removed:,} removed, {result.failed:,} failed "
-                    f"in {result.duration_seconds:.2f}s"
+                    f"{sync.name}: {result.status}: {result.added:,} added, "
+                    f"{result.changed:,} changed, {result.removed:,} removed, "
+                    f"{result.failed:,} failed in {result.duration_seconds:.2f}s"
+                    + (f" -> {result.output}" if result.output else "")
                 )
+                if result.failed:
+                    print(f"  {result.error}")
     except (WarehouseError, SyncError, ConfigError) as error:
         raise CliError(str(error)) from error
     if not args.dry_run:

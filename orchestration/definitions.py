@@ -5,7 +5,7 @@ import dagster as dg
 from orchestration.assets.dbt import build_dbt_assets
 from orchestration.assets.publish import build_publish_asset
 from orchestration.assets.raw import raw_tables
-from orchestration.assets.syncs import build_sync_assets
+from orchestration.assets.syncs import build_sync_assets, build_sync_schedules
 from orchestration.jobs import cdp_pipeline
 from orchestration.paths import SYNCS_FILE
 from orchestration.project import dbt_project
@@ -18,12 +18,13 @@ from reverse_etl.config import load_syncs
 @dg.definitions
 def defs() -> dg.Definitions:
     dbt_models = build_dbt_assets(dbt_project())
-    sync_assets = build_sync_assets(load_syncs(SYNCS_FILE), dbt_models)
+    syncs = load_syncs(SYNCS_FILE)
+    sync_assets = build_sync_assets(syncs, dbt_models)
     upstream = list(dbt_models.keys) + [key for asset in sync_assets for key in asset.keys]
     return dg.Definitions(
         assets=[raw_tables, dbt_models, *sync_assets, build_publish_asset(upstream)],
         jobs=[cdp_pipeline],
-        schedules=[hourly_refresh],
+        schedules=[hourly_refresh, *build_sync_schedules(syncs)],
         sensors=[new_landing_files],
         resources=build_resources(),
     )

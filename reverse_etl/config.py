@@ -2,6 +2,18 @@
 
 Every problem is reported as ``<file>: syncs[<i>] (<name>): <what is wrong>: <how to fix>``;
 all problems of a file are collected and raised together as one ``ConfigError``.
+
+A sync::
+
+    - name: high_value_customers_crm      # unique; used in state, file names, asset keys
+      model: segments.high_value_customers
+      primary_key: customer_id
+      mode: upsert                        # upsert | update | insert | mirror | audience
+      consent: has_email_consent          # optional: a BOOLEAN model column, or 'not <col>'
+      schedule: "*/30 * * * *"            # optional: own cron schedule instead of the pipeline
+      enabled: true                       # optional: false = declared, never run
+      destination: {type: ..., ...}       # secrets only as environment variable names (*_env)
+      fields: {destination_field: model_column, ...}
 """
 
 from __future__ import annotations
@@ -14,10 +26,23 @@ from typing import Any
 
 import yaml
 
-SYNC_KEYS = ("name", "model", "primary_key", "destination", "fields")
+SYNC_KEYS = (
+    "name",
+    "model",
+    "primary_key",
+    "mode",
+    "consent",
+    "schedule",
+    "enabled",
+    "destination",
+    "fields",
+)
 TOP_LEVEL_KEYS = ("syncs",)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _MODEL_RE = re.compile(r"^[^\s.]+(\.[^\s.]+)?$")
+_CONSENT_RE = re.compile(r"^(not\s+)?([A-Za-z_][A-Za-z0-9_]*)$", re.IGNORECASE)
+_CRON_FIELD_RE = re.compile(r"^[0-9A-Za-z*/,?-]+$")
+_CRON_ALIASES = ("@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually", "@midnight")
 
 
 class ConfigError(ValueError):
@@ -35,12 +60,28 @@ class DestinationConfig:
 
 
 @dataclass(frozen=True)
+class Consent:
+    """Rows are sent only where the BOOLEAN model ``column`` is true (false when ``negated``);
+    NULL never counts as consent. Rows failing it are treated as not in the model."""
+
+    column: str
+    negated: bool = False
+
+    def __str__(self) -> str:
+        return f"not {self.column}" if self.negated else self.column
+
+
+@dataclass(frozen=True)
 class SyncConfig:
     name: str
     model: str  # ``table`` or ``schema.table``
     primary_key: str  # model column
     destination: DestinationConfig
     fields: dict[str, str]  # destination field -> model column, in file order
+    mode: str = "mirror"  # see reverse_etl.destinations.base.MODE_OPERATIONS
+    consent: Consent | None = None
+    schedule: str | None = None  # cron: runs on its own schedule, not in the pipeline job
+    enabled: bool = True
 
     @property
     def key_field(self) -> str:
@@ -192,8 +233,23 @@ def _parse_sync(raw: Any, index: int) -> tuple[SyncConfig | None, list[str]]:
                 f"e.g. '{primary_key}: {primary_key}'"
             )
 
+    mode, mode_problems = _parse_mode(raw.get("mode"), raw.get("destination"))
+    problems.extend(mode_problems)
+    consent, consent_problems = _parse_consent(raw.get("consent"))
+    problems.extend(consent_problems)
+    schedule = raw.get("schedule")
+    if schedule is not None and not _is_cron(schedule):
+        problems.append(
+            f"'schedule' {schedule!r} is not a cron expression: write five fields like "
+            '"*/30 * * * *" (quoted), or remove it to run the sync after its model in the '
+            "pipeline"
+        )
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        problems.append(f"'enabled' is {enabled!r}: use true or false")
+
     destination, destination_problems = _parse_destination(
-        raw.get("destination"), tuple(fields or ())
+        raw.get("destination"), tuple(fields or ()), mode
     )
     problems.extend(destination_problems)
 
@@ -201,6 +257,7 @@ def _parse_sync(raw: Any, index: int) -> tuple[SyncConfig | None, list[str]]:
         return None, problems
     assert destination is not None
     assert fields is not None
+    assert mode is not None
     return (
         SyncConfig(
             name=name,
@@ -208,9 +265,56 @@ def _parse_sync(raw: Any, index: int) -> tuple[SyncConfig | None, list[str]]:
             primary_key=primary_key,
             destination=destination,
             fields=fields,
+            mode=mode,
+            consent=consent,
+            schedule=schedule,
+            enabled=enabled,
         ),
         [],
     )
+
+
+def _parse_mode(raw: Any, destination: Any) -> tuple[str | None, list[str]]:
+    from reverse_etl.destinations import DESTINATIONS  # late: destinations import this module
+    from reverse_etl.destinations.base import MODES
+
+    kind = destination.get("type") if isinstance(destination, dict) else None
+    cls = DESTINATIONS.get(kind) if isinstance(kind, str) else None
+    supported = cls.modes if cls is not None else MODES
+    which = f"a {kind} destination supports {', '.join(supported)}" if cls else ""
+    if raw is None:
+        return None, [
+            f"'mode' is missing: choose one of {', '.join(MODES)}"
+            + (f" ({which})" if which else "")
+            + "; see README, Reverse ETL"
+        ]
+    if raw not in MODES:
+        return None, [f"'mode' {raw!r} is not a mode: use one of {', '.join(MODES)}"]
+    if cls is not None and raw not in supported:
+        return None, [f"'mode' {raw!r} is not supported here: {which}"]
+    return raw, []
+
+
+def _parse_consent(raw: Any) -> tuple[Consent | None, list[str]]:
+    if raw is None:
+        return None, []
+    match = _CONSENT_RE.match(raw.strip()) if isinstance(raw, str) else None
+    if not match:
+        return None, [
+            f"'consent' {raw!r} is not valid: name a BOOLEAN column of the model that is true "
+            "when the person agreed (e.g. 'has_email_opt_in'), or 'not <column>' for a column "
+            "that is true when they refused (e.g. 'not is_unsubscribed_from_email')"
+        ]
+    return Consent(column=match.group(2), negated=bool(match.group(1))), []
+
+
+def _is_cron(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    if value.strip() in _CRON_ALIASES:
+        return True
+    parts = value.split()
+    return len(parts) == 5 and all(_CRON_FIELD_RE.match(part) for part in parts)
 
 
 def _parse_fields(raw: Any) -> tuple[dict[str, str] | None, list[str]]:
@@ -250,7 +354,7 @@ def _parse_fields(raw: Any) -> tuple[dict[str, str] | None, list[str]]:
     return (None if problems else fields), problems
 
 
-def _parse_destination(raw: Any, field_names: tuple[str, ...]):
+def _parse_destination(raw: Any, field_names: tuple[str, ...], mode: str | None):
     from reverse_etl.destinations import DESTINATIONS  # late: destinations import this module
 
     types = ", ".join(DESTINATIONS)
@@ -264,7 +368,7 @@ def _parse_destination(raw: Any, field_names: tuple[str, ...]):
     if not isinstance(kind, str) or kind not in DESTINATIONS:
         return None, [f"'destination.type' {kind!r} is not supported: use one of {types}"]
     settings = {k: v for k, v in raw.items() if k != "type"}
-    problems = DESTINATIONS[kind].validate_settings(settings, field_names)
+    problems = DESTINATIONS[kind].validate_settings(settings, field_names, mode)
     if problems:
         return None, problems
     return DestinationConfig(type=kind, settings=settings), []

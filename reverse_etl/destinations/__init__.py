@@ -1,19 +1,17 @@
 """Destinations: where syncs send their operations. One module per destination type.
 
 To add a type: subclass ``Destination`` (``destinations/base.py``) in a new module,
-declare its ``settings_keys`` / ``required_settings`` (and extend ``validate_settings``
+declare its ``modes``, batch sizes and ``settings_spec`` (and extend ``validate_settings``
 if needed), then register it in ``DESTINATIONS`` below. ``syncs.yml`` validation picks
 the new type up automatically.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
-from pathlib import Path
-
 from reverse_etl.config import DestinationConfig
+from reverse_etl.destinations.audience import AudienceDestination
 from reverse_etl.destinations.base import (
+    Batch,
     Destination,
     DestinationError,
     Operation,
@@ -21,49 +19,45 @@ from reverse_etl.destinations.base import (
     SyncContext,
 )
 from reverse_etl.destinations.file import FileDestination
+from reverse_etl.destinations.hubspot import HubSpotDestination
+from reverse_etl.destinations.postgres import PostgresDestination
+from reverse_etl.destinations.webhook import WebhookDestination
 
 DESTINATIONS: dict[str, type[Destination]] = {
     "file": FileDestination,
+    "webhook": WebhookDestination,
+    "postgres": PostgresDestination,
+    "hubspot": HubSpotDestination,
+    "audience": AudienceDestination,
 }
 
 __all__ = [
     "DESTINATIONS",
+    "AudienceDestination",
+    "Batch",
     "Destination",
     "DestinationError",
     "FileDestination",
+    "HubSpotDestination",
     "Operation",
+    "PostgresDestination",
     "RowResult",
     "SyncContext",
+    "WebhookDestination",
     "build_destination",
+    "destination_class",
 ]
 
 
-def build_destination(
-    config: DestinationConfig,
-    *,
-    sync_name: str,
-    run_id: str,
-    base_dir: Path,
-    field_names: Sequence[str] = (),
-    key_field: str | None = None,
-    started_at: datetime | None = None,
-) -> Destination:
-    """Instantiate the destination for one run of ``sync_name``.
-
-    ``base_dir`` is where relative paths resolve (the warehouse file's folder).
-    """
+def destination_class(type_name: str) -> type[Destination]:
     try:
-        cls = DESTINATIONS[config.type]
+        return DESTINATIONS[type_name]
     except KeyError:
         raise DestinationError(
-            f"unknown destination type {config.type!r}: use one of {', '.join(DESTINATIONS)}"
+            f"unknown destination type {type_name!r}: use one of {', '.join(DESTINATIONS)}"
         ) from None
-    context = SyncContext(
-        sync_name=sync_name,
-        run_id=run_id,
-        base_dir=Path(base_dir),
-        field_names=tuple(field_names),
-        key_field=key_field,
-        **({"started_at": started_at} if started_at is not None else {}),
-    )
-    return cls(config.settings, context)
+
+
+def build_destination(config: DestinationConfig, context: SyncContext) -> Destination:
+    """Instantiate the destination for one run (``context`` says which sync and run)."""
+    return destination_class(config.type)(config.settings, context)

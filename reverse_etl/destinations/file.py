@@ -1,85 +1,48 @@
-"""File destination: one JSONL or CSV file of operations per run.
+"""File destination: one JSONL, CSV or Parquet file of operations per run.
 
-The file is ``<path>/<sync_name>-<YYYYmmddTHHMMSSZ>-<run_id[:8]>.<jsonl|csv>``. It is
-written under a ``.tmp`` name and renamed on ``close(True)``, so a reader never sees a
-partial file; ``close(False)`` removes it. A run with nothing to send writes no file.
+The file is ``<path>/<sync_name>-<YYYYmmddTHHMMSS.ffffffZ>-<run_id[:8]>.<jsonl|csv|parquet>``
+(names sort in run order). It is written under a ``.tmp`` name; ``prepare()`` flushes it
+to disk (and converts it to Parquet), the engine records the delivery, then ``commit()``
+renames it into place. A reader never sees a partial file, a crash never leaves a
+delivered run without its file (the next run finishes the rename) and never publishes a
+run's file twice. A run with nothing to send writes no file.
 
-JSONL: one ``{"op":"upsert"|"delete","key":"...","fields":{...}}`` per line; ``fields``
-is the engine's canonical JSON (``Operation.fields_json``: decimals as numbers, ISO 8601
-timestamps, NaN as null) when present, else ``fields`` encoded with ``json_default``.
-CSV: columns ``op``, ``key``, then the mapped destination fields (for deletes: the last
-values delivered, blank when unknown); decimals keep their digits, dates/timestamps ISO
-8601, NULL/NaN blank, booleans true/false, lists/objects as JSON.
+JSONL: one ``{"op":"upsert"|"insert"|"delete","key":"...","fields":{...}}`` per line;
+``fields`` is the engine's canonical JSON (decimals as numbers, ISO 8601 timestamps, NaN
+as null). CSV: columns ``op``, ``key``, then the mapped fields (for deletes: the last
+values delivered, blank when unknown); decimals keep their digits, NULL blank, booleans
+true/false, lists/objects as JSON. Parquet: ``op``, ``key``, then one typed column per
+field (the model column's type).
 """
 
 from __future__ import annotations
 
-import base64
 import csv
 import json
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from json.encoder import encode_basestring as _quote  # JSON string literal, C speed
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
+import duckdb
+
 from reverse_etl.destinations.base import (
+    Batch,
     Destination,
     DestinationError,
-    Operation,
     RowResult,
+    Setting,
+    StagedDataLost,
     SyncContext,
+    to_json,
 )
 
-FORMATS = ("jsonl", "csv")
-_CSV_RESERVED = ("op", "key")
-
-
-def json_default(value: Any) -> Any:
-    """``json.dumps`` fallback for the Python values DuckDB returns."""
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            return None
-        if value.as_tuple().exponent >= 0:  # integer-scale decimal, e.g. DECIMAL(18,0)
-            return int(value)
-        as_float = float(value)
-        # Keep a number when the float round-trips to the same decimal, else keep every digit.
-        return as_float if Decimal(repr(as_float)) == value else str(value)
-    if isinstance(value, datetime | date | time):
-        return value.isoformat()
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, bytes | bytearray | memoryview):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    return str(value)
-
-
-def _without_nan(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _without_nan(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_without_nan(v) for v in value]
-    return value
-
-
-_ENCODER = json.JSONEncoder(
-    default=json_default, ensure_ascii=False, allow_nan=False, separators=(",", ":")
-)
-
-
-def to_json(value: Any) -> str:
-    """Serialize to strict JSON (no NaN), using ``json_default`` for non-JSON types."""
-    try:
-        return _ENCODER.encode(value)
-    except ValueError:  # NaN or Infinity somewhere: rare, so only then walk the value
-        return _ENCODER.encode(_without_nan(value))
+FORMATS = ("jsonl", "csv", "parquet")
+_RESERVED = ("op", "key")
 
 
 def _csv_cell(value: Any) -> Any:
@@ -91,58 +54,67 @@ def _csv_cell(value: Any) -> Any:
         return value
     if isinstance(value, float):
         return repr(value) if math.isfinite(value) else ""
-    if isinstance(value, dict | list | tuple):
-        return to_json(value)
     if isinstance(value, Decimal):
         return str(value) if value.is_finite() else ""  # exact digits, e.g. 1200.50
-    cell = json_default(value)
-    return "" if cell is None else cell
+    return to_json(value)  # lists and objects
+
+
+def _fsync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 class FileDestination(Destination):
-    settings_keys: ClassVar[Mapping[str, str]] = {
-        "format": "jsonl or csv (default jsonl)",
-        "path": "the folder to write files into (relative: to the warehouse file's folder)",
+    modes = ("mirror", "upsert", "insert")
+    settings_spec: ClassVar[Mapping[str, Setting]] = {
+        "format": Setting("jsonl, csv or parquet (default jsonl)", default="jsonl"),
+        "path": Setting(
+            "the folder to write files into (relative: to the warehouse file's folder)",
+            required=True,
+        ),
     }
-    required_settings = ("path",)
+    delivers_on_commit = True
 
     @classmethod
     def validate_settings(
-        cls, settings: Mapping[str, Any], field_names: Sequence[str]
+        cls, settings: Mapping[str, Any], field_names: Sequence[str], mode: str | None
     ) -> list[str]:
-        problems = super().validate_settings(settings, field_names)
-        fmt = settings.get("format", "jsonl")
+        problems = super().validate_settings(settings, field_names, mode)
+        fmt = settings.get("format") or "jsonl"
         if fmt not in FORMATS:
             problems.append(f"'destination.format' is {fmt!r}: use one of {', '.join(FORMATS)}")
-        path = settings.get("path")
-        if path not in (None, "") and not isinstance(path, str):
-            problems.append(f"'destination.path' is {path!r}: give a folder path as a string")
-        if fmt == "csv":
+        elif fmt != "jsonl":
             for name in field_names:
-                if name in _CSV_RESERVED:
+                if name in _RESERVED:
                     problems.append(
-                        f"field {name!r} clashes with the CSV column {name!r}: "
+                        f"field {name!r} clashes with the {fmt.upper()} column {name!r}: "
                         f"rename the destination field (e.g. record_{name}: ...)"
                     )
         return problems
 
     def __init__(self, settings: Mapping[str, Any], context: SyncContext) -> None:
         super().__init__(settings, context)
-        self.format: str = settings.get("format", "jsonl")
-        folder = Path(settings["path"]).expanduser()
+        self.format: str = self.settings["format"] or "jsonl"
+        folder = Path(self.settings["path"]).expanduser()
         self.folder = folder if folder.is_absolute() else context.base_dir / folder
-        stamp = context.started_at.strftime("%Y%m%dT%H%M%SZ")
+        stamp = context.started_at.strftime("%Y%m%dT%H%M%S.%fZ")
         name = f"{context.sync_name}-{stamp}-{context.run_id[:8]}.{self.format}"
         self.path = self.folder / name
         self.tmp_path = self.folder / f"{name}.tmp"
+        # Parquet is written by DuckDB from a JSONL staging file at prepare()
+        parquet = self.format == "parquet"
+        self.staging_path = self.folder / f"{name}.jsonl.tmp" if parquet else self.tmp_path
         self._file: IO[str] | None = None
         self._csv: Any = None
         self._csv_names: tuple[str, ...] = ()
-        self._committed = False
+        self._prepared = False
 
     @property
     def output(self) -> str | None:
-        return str(self.path) if self._committed else None
+        return str(self.path) if self._prepared else None
 
     def check_connection(self) -> None:
         if self.folder.exists() and not self.folder.is_dir():
@@ -161,78 +133,117 @@ class FileDestination(Destination):
                 f"file destination: folder {self.folder} is not writable: fix its permissions "
                 "or choose another 'destination.path'"
             )
+        self._remove_abandoned_files()
 
-    def _open(self, first: Operation) -> IO[str]:
+    def _remove_abandoned_files(self) -> None:
+        """Staging files of this sync left by a run that crashed before it prepared them.
+
+        (Prepared ones were published by the engine's recovery before this run started.)
+        """
+        pattern = re.compile(
+            re.escape(self.context.sync_name)
+            + r"-\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{8}\.(jsonl|csv|parquet)(\.jsonl)?\.tmp"
+        )
+        for path in self.folder.iterdir():
+            if pattern.fullmatch(path.name):
+                path.unlink(missing_ok=True)
+
+    def _open(self) -> IO[str]:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            handle = open(self.tmp_path, "w", encoding="utf-8", newline="")  # noqa: SIM115
+            handle = open(self.staging_path, "w", encoding="utf-8", newline="")  # noqa: SIM115
         except OSError as exc:
             raise DestinationError(
-                f"file destination: cannot write {self.tmp_path}: {exc}"
+                f"file destination: cannot write {self.staging_path}: {exc}"
             ) from exc
         if self.format == "csv":
-            # the mapped fields; without them (hand-built runs), the first row's fields
-            self._csv_names = self.context.field_names or tuple(first.fields)
             self._csv = csv.writer(handle)
-            self._csv.writerow(["op", "key", *self._csv_names])
         return handle
 
-    def write(self, batch: Sequence[Operation]) -> list[RowResult]:
-        if not batch:
+    def write(self, batch: Batch) -> list[RowResult]:
+        if not batch.operations:
             return []
         if self._file is None:
-            self._file = self._open(batch[0])
-        failures: list[RowResult] = []
+            self._file = self._open()
+        if self.format == "csv" and not self._csv_names:
+            # the mapped fields; without them (hand-built runs), the first row's fields
+            self._csv_names = self.context.field_names or tuple(batch.operations[0].fields)
+            self._csv.writerow(["op", "key", *self._csv_names])
         try:
-            if self.format == "jsonl":
-                lines = []
-                for op in batch:
-                    if op.fields_json is not None:  # canonical JSON from DuckDB: use verbatim
-                        lines.append(
-                            f'{{"op":{_quote(op.op)},"key":{_quote(op.key)},'
-                            f'"fields":{op.fields_json}}}'
-                        )
-                        continue
-                    try:
-                        lines.append(to_json({"op": op.op, "key": op.key, "fields": op.fields}))
-                    except (TypeError, ValueError, RecursionError) as exc:
-                        failures.append(RowResult(op.key, False, f"cannot serialize row: {exc}"))
-                if lines:
-                    self._file.write("\n".join(lines))
-                    self._file.write("\n")
-            else:
+            if self.format == "csv":
                 names = self._csv_names
                 rows = []
                 for op in batch:
                     fields = op.fields
-                    try:
-                        rows.append(
-                            [op.op, op.key, *(_csv_cell(fields.get(name)) for name in names)]
-                        )
-                    except (TypeError, ValueError, RecursionError) as exc:
-                        failures.append(RowResult(op.key, False, f"cannot serialize row: {exc}"))
+                    rows.append([op.op, op.key, *(_csv_cell(fields.get(n)) for n in names)])
                 self._csv.writerows(rows)
+            else:  # jsonl, and the staging file of parquet
+                self._file.write(
+                    "".join(
+                        f'{{"op":{_quote(op.op)},"key":{_quote(op.key)},'
+                        f'"fields":{op.fields_json}}}\n'
+                        for op in batch
+                    )
+                )
         except OSError as exc:
             raise DestinationError(
-                f"file destination: cannot write {self.tmp_path}: {exc}"
+                f"file destination: cannot write {self.staging_path}: {exc}"
             ) from exc
-        return failures
+        return []
 
-    def close(self, success: bool) -> None:
+    def prepare(self) -> str | None:
         handle, self._file = self._file, None
         if handle is None:
-            return
-        if not success:
-            handle.close()
-            self.tmp_path.unlink(missing_ok=True)
-            return
+            return None  # nothing was written: no file for this run
         try:
             handle.flush()
             os.fsync(handle.fileno())
             handle.close()
-            os.replace(self.tmp_path, self.path)
-        except OSError as exc:
+            if self.format == "parquet":
+                self._convert_to_parquet()
+                self.staging_path.unlink()
+            _fsync_folder(self.folder)
+        except (OSError, duckdb.Error) as exc:
             handle.close()
-            self.tmp_path.unlink(missing_ok=True)
-            raise DestinationError(f"file destination: cannot finish {self.path}: {exc}") from exc
-        self._committed = True
+            raise DestinationError(
+                f"file destination: cannot finish {self.tmp_path}: {exc}"
+            ) from exc
+        self._prepared = True
+        return json.dumps({"staged": str(self.tmp_path), "final": str(self.path)})
+
+    def _convert_to_parquet(self) -> None:
+        types = {
+            name: self.context.field_types.get(name, "JSON") for name in self.context.field_names
+        }
+        structure = json.dumps(types).replace("'", "''")
+        staged = str(self.staging_path).replace("'", "''")
+        target = str(self.tmp_path).replace("'", "''")
+        unnest = f", unnest(json_transform(fields, '{structure}'))" if types else ""
+        with duckdb.connect() as con:
+            con.execute(
+                f"COPY (SELECT op, key{unnest} FROM read_json('{staged}',"
+                " format = 'newline_delimited',"
+                " columns = {op: 'VARCHAR', key: 'VARCHAR', fields: 'JSON'}))"
+                f" TO '{target}' (FORMAT parquet)"
+            )
+        with open(self.tmp_path, "rb") as handle:
+            os.fsync(handle.fileno())
+
+    @classmethod
+    def commit(cls, token: str) -> None:
+        paths = json.loads(token)
+        staged, final = Path(paths["staged"]), Path(paths["final"])
+        if staged.exists():
+            os.replace(staged, final)
+            _fsync_folder(final.parent)
+        elif not final.exists():
+            raise StagedDataLost(
+                f"file destination: the prepared file {staged} is gone and {final} does not "
+                "exist (removed before it was published)"
+            )
+
+    def close(self) -> None:
+        handle, self._file = self._file, None
+        if handle is not None:  # not prepared: the run failed, discard the staging file
+            handle.close()
+            self.staging_path.unlink(missing_ok=True)
