@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.postgres_server import postgres_server  # noqa: F401  (a real PostgreSQL, per session)
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 os.environ["GX_ANALYTICS_ENABLED"] = "false"

@@ -6,7 +6,6 @@ import csv
 import dataclasses
 import json
 import re
-from collections.abc import Sequence
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -14,9 +13,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from reverse_etl.config import ConfigError, DestinationConfig, SyncConfig, load_syncs
+from reverse_etl.config import ConfigError, Consent, DestinationConfig, SyncConfig, load_syncs
 from reverse_etl.destinations import DESTINATIONS, DestinationError, FileDestination
-from reverse_etl.destinations.base import Operation, RowResult, SyncContext
+from reverse_etl.destinations.base import Batch, Operation, RowResult, SyncContext
 from reverse_etl.engine import SyncError, plan_sync, run_sync
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,15 +55,19 @@ def con(request, tmp_path: Path):
     connection.close()
 
 
-def make_sync(fmt: str = "jsonl", model: str = "high_value_customers") -> SyncConfig:
+def make_sync(
+    fmt: str = "jsonl", model: str = "high_value_customers", mode: str = "mirror", **settings
+) -> SyncConfig:
     return SyncConfig(
         name="high_value_customers_file",
         model=model,
         primary_key="customer_id",
         destination=DestinationConfig(
-            type="file", settings={"format": fmt, "path": "exports/high_value_customers"}
+            type="file",
+            settings={"format": fmt, "path": "exports/high_value_customers", **settings},
         ),
         fields={name: name for name in FIELDS},
+        mode=mode,
     )
 
 
@@ -116,6 +119,7 @@ syncs:
   - name: high_value_customers_file
     model: high_value_customers
     primary_key: customer_id
+    mode: mirror
     destination:
       type: file
       format: jsonl
@@ -136,7 +140,8 @@ def test_first_sync_sends_every_row_as_an_upsert(con, tmp_path):
     [path] = exported_files(tmp_path)
     assert result.output == str(path)
     assert re.fullmatch(
-        rf"high_value_customers_file-\d{{8}}T\d{{6}}Z-{result.run_id[:8]}\.jsonl", path.name
+        rf"high_value_customers_file-\d{{8}}T\d{{6}}\.\d{{6}}Z-{result.run_id[:8]}\.jsonl",
+        path.name,
     )
     lines = read_jsonl(path)
     assert [line["key"] for line in lines] == ["1", "2", "3", "4", "5"]
@@ -191,21 +196,22 @@ def test_operations_are_split_into_batches_of_the_destination_batch_size(
         writes.append(len(batch))
         return original(self, batch)
 
-    monkeypatch.setattr(FileDestination, "batch_size", 2)
     monkeypatch.setattr(FileDestination, "write", counting_write)
 
-    result = run_sync(con, make_sync(), base_dir=tmp_path)
+    result = run_sync(con, make_sync(batch_size=2), base_dir=tmp_path)
 
     assert writes == [2, 2, 1]
+    assert result.batches == 3
+    assert con.execute(
+        "SELECT batch_no, operations, failed FROM reverse_etl.sync_batches ORDER BY batch_no"
+    ).fetchall() == [(1, 2, 0), (2, 2, 0), (3, 1, 0)]
     assert [line["key"] for line in read_jsonl(result.output)] == ["1", "2", "3", "4", "5"]
 
 
 class ExplodingFileDestination(FileDestination):
     """The real file destination, except the second batch fails as a whole."""
 
-    batch_size = 2
-
-    def write(self, batch: Sequence[Operation]) -> list[RowResult]:
+    def write(self, batch: Batch) -> list[RowResult]:
         self.calls = getattr(self, "calls", 0) + 1
         if self.calls == 2:
             raise DestinationError("remote end hung up")
@@ -221,7 +227,7 @@ def test_a_destination_that_raises_leaves_state_untouched_and_the_next_run_resen
     monkeypatch.setitem(DESTINATIONS, "file", ExplodingFileDestination)
 
     with pytest.raises(SyncError) as failure:
-        run_sync(con, make_sync(), base_dir=tmp_path)
+        run_sync(con, make_sync(batch_size=2), base_dir=tmp_path)
 
     message = str(failure.value)
     assert "high_value_customers_file" in message
@@ -245,9 +251,10 @@ def test_a_destination_that_raises_leaves_state_untouched_and_the_next_run_resen
 class RejectingFileDestination(FileDestination):
     """The real file destination, except it rejects customer 3 (like an API would)."""
 
-    def write(self, batch: Sequence[Operation]) -> list[RowResult]:
+    def write(self, batch: Batch) -> list[RowResult]:
         rejected = [op for op in batch if op.key == "3"]
-        super().write([op for op in batch if op.key != "3"])
+        kept = [op for op in batch if op.key != "3"]
+        super().write(Batch(batch.id, batch.number, kept))
         return [RowResult(op.key, False, "invalid email") for op in rejected]
 
 
@@ -258,10 +265,13 @@ def test_a_row_the_destination_rejects_is_resent_next_run_while_the_others_are_n
 
     first = run_sync(con, make_sync(), base_dir=tmp_path)
 
-    assert (first.status, first.planned, first.failed) == ("succeeded", 5, 1)
+    assert (first.status, first.planned, first.delivered, first.failed) == ("partial", 5, 4, 1)
     assert first.row_errors == [RowResult("3", False, "invalid email")]
     assert "invalid email" in first.error
     assert set(state(con)) == {"1", "2", "4", "5"}
+    assert con.execute(
+        "SELECT run_id, record_key, operation, error FROM reverse_etl.sync_row_errors"
+    ).fetchall() == [(first.run_id, "3", "upsert", "invalid email")]
 
     monkeypatch.setitem(DESTINATIONS, "file", FileDestination)
     second = run_sync(con, make_sync(), base_dir=tmp_path)
@@ -294,8 +304,13 @@ def test_a_dry_run_sends_nothing_and_changes_no_state(con, tmp_path):
 
 def test_plan_sync_reads_operations_in_batches_and_leaves_no_temp_table_after_close(con):
     with plan_sync(con, make_sync()) as plan:
-        assert [len(batch) for batch in plan.batches(2)] == [2, 2, 1]
+        batches = list(plan.batches(2))
+        assert [len(batch) for batch in batches] == [2, 2, 1]
+        assert [batch.number for batch in batches] == [1, 2, 3]
         assert [op.key for op in plan.operations()] == ["1", "2", "3", "4", "5"]
+        # the same operations make the same batch and operation ids (idempotency keys)
+        assert [b.id for b in plan.batches(2)] == [b.id for b in batches]
+        assert len({op.id for op in plan.operations()}) == 5
         table = plan.table
 
     leftover = con.execute(
@@ -388,12 +403,17 @@ def test_the_file_destination_also_encodes_hand_built_operations(tmp_path):
     destination.check_connection()
 
     failures = destination.write(
-        [
-            Operation("upsert", "1", {"amount": Decimal("1.10"), "day": date(2024, 1, 31)}),
-            Operation("upsert", "2", {"amount": float("nan"), "day": None}),
-        ]
+        Batch(
+            "b1",
+            1,
+            [
+                Operation.of("upsert", "1", {"amount": Decimal("1.10"), "day": date(2024, 1, 31)}),
+                Operation.of("upsert", "2", {"amount": float("nan"), "day": None}),
+            ],
+        )
     )
-    destination.close(True)
+    FileDestination.commit(destination.prepare())
+    destination.close()
 
     assert failures == []
     assert read_jsonl(destination.output) == [
@@ -405,9 +425,9 @@ def test_the_file_destination_also_encodes_hand_built_operations(tmp_path):
 
 def test_a_discarded_file_run_leaves_no_file_behind(tmp_path):
     destination = FileDestination({"path": "out"}, SyncContext("manual", "abc", tmp_path))
-    destination.write([Operation("upsert", "1", {"a": 1})])
+    destination.write(Batch("b1", 1, [Operation.of("upsert", "1", {"a": 1})]))
 
-    destination.close(False)
+    destination.close()
 
     assert list((tmp_path / "out").iterdir()) == []
     assert destination.output is None
@@ -500,14 +520,18 @@ def test_an_unwritable_destination_path_fails_the_run_with_a_clear_message(con, 
 
 
 def test_the_shipped_syncs_file_is_valid():
-    [sync] = load_syncs(REPO / "reverse_etl" / "syncs.yml")
+    syncs = load_syncs(REPO / "reverse_etl" / "syncs.yml")
 
+    # the one enabled sync needs no secret, so that `make run` works on a fresh machine
+    [sync] = [s for s in syncs if s.enabled]
     assert sync.name == "high_value_customers_file"
     assert sync.destination == DestinationConfig(
         "file", {"format": "jsonl", "path": "exports/high_value_customers"}
     )
-    assert sync.key_field == "customer_id"
+    assert (sync.mode, sync.key_field) == ("mirror", "customer_id")
     assert list(sync.fields) == FIELDS
+    # one example of every destination type, disabled until its secrets are set
+    assert {s.destination.type for s in syncs} == set(DESTINATIONS)
 
 
 def test_fields_may_be_a_list_of_column_names(tmp_path):
@@ -548,12 +572,12 @@ def test_a_missing_primary_key_names_the_file_the_sync_the_key_and_the_fix(tmp_p
         (
             "      type: file\n",
             "      type: ftp\n",
-            "'destination.type' 'ftp' is not supported: use one of file",
+            "'destination.type' 'ftp' is not supported: use one of file, webhook, postgres",
         ),
         (
             "      format: jsonl\n",
             "      format: xml\n",
-            "'destination.format' is 'xml': use one of jsonl, csv",
+            "'destination.format' is 'xml': use one of jsonl, csv, parquet",
         ),
         (
             "      path: exports/high_value_customers\n",
@@ -660,3 +684,206 @@ def test_a_missing_or_broken_config_file_is_a_config_error(tmp_path):
         load_syncs(tmp_path / "nope.yml")
     with pytest.raises(ConfigError, match=r"line \d+, column \d+: invalid YAML"):
         load_syncs(write_config(tmp_path, "syncs:\n  - name: [unclosed\n"))
+
+
+# --------------------------------------------------------------------------- formats, modes
+
+
+def test_parquet_format_writes_typed_columns(con, tmp_path):
+    run_sync(con, make_sync("parquet"), base_dir=tmp_path)
+    change_one_add_one_remove_one(con)
+
+    result = run_sync(con, make_sync("parquet"), base_dir=tmp_path)
+
+    assert result.output.endswith(".parquet")
+    reader = duckdb.connect()
+    assert reader.execute(f"DESCRIBE SELECT * FROM '{result.output}'").fetchall()[:7] == [
+        ("op", "VARCHAR", "YES", None, None, None),
+        ("key", "VARCHAR", "YES", None, None, None),
+        ("customer_id", "INTEGER", "YES", None, None, None),
+        ("email", "VARCHAR", "YES", None, None, None),
+        ("first_name", "VARCHAR", "YES", None, None, None),
+        ("last_name", "VARCHAR", "YES", None, None, None),
+        ("lifetime_revenue", "DECIMAL(18,2)", "YES", None, None, None),
+    ]
+    assert reader.execute(
+        f"SELECT op, key, email, lifetime_revenue FROM '{result.output}' ORDER BY op DESC, key"
+    ).fetchall() == [
+        ("upsert", "1", "ada@new.example", Decimal("1200.50")),
+        ("upsert", "6", "ken@example.com", Decimal("870.00")),
+        ("delete", "4", "edsger@example.com", Decimal("640.99")),
+    ]
+    assert [p.suffix for p in exported_files(tmp_path)] == [".parquet", ".parquet"]
+
+
+def test_upsert_mode_never_sends_deletes_and_keeps_the_removed_row_in_state(con, tmp_path):
+    run_sync(con, make_sync(mode="upsert"), base_dir=tmp_path)
+    change_one_add_one_remove_one(con)
+
+    result = run_sync(con, make_sync(mode="upsert"), base_dir=tmp_path)
+
+    assert (result.added, result.changed, result.removed) == (1, 1, 0)
+    assert [(o["op"], o["key"]) for o in read_jsonl(result.output)] == [
+        ("upsert", "1"),
+        ("upsert", "6"),
+    ]
+    # the destination still holds row 4 as last sent: coming back unchanged sends nothing
+    assert "4" in state(con)
+    con.execute(
+        "INSERT INTO segments.high_value_customers"
+        " VALUES (4, 'edsger@example.com', 'Edsger', 'Dijkstra', 640.99, 2)"
+    )
+    assert run_sync(con, make_sync(mode="upsert"), base_dir=tmp_path).planned == 0
+
+
+def test_insert_mode_sends_only_rows_new_to_the_destination(con, tmp_path):
+    run_sync(con, make_sync(mode="insert"), base_dir=tmp_path)
+    change_one_add_one_remove_one(con)
+
+    result = run_sync(con, make_sync(mode="insert"), base_dir=tmp_path)
+
+    assert (result.added, result.changed, result.removed) == (1, 0, 0)
+    assert [(o["op"], o["key"]) for o in read_jsonl(result.output)] == [("insert", "6")]
+    # the insert-only destination keeps the first version of row 1
+    assert state(con)["1"]["email"] == "ada@example.com"
+
+
+def test_a_dropped_unmapped_column_does_not_break_the_sync(con, tmp_path):
+    run_sync(con, make_sync(), base_dir=tmp_path)
+    con.execute("ALTER TABLE segments.high_value_customers DROP COLUMN order_count")
+
+    result = run_sync(con, make_sync(), base_dir=tmp_path)
+
+    assert (result.status, result.planned) == ("succeeded", 0)
+
+
+# --------------------------------------------------------------------------- consent
+
+
+def with_consent(consent: Consent, mode: str = "mirror") -> SyncConfig:
+    return dataclasses.replace(make_sync(mode=mode), consent=consent)
+
+
+def test_only_rows_with_consent_are_sent_and_a_withdrawal_removes_the_row(con, tmp_path):
+    con.execute("ALTER TABLE segments.high_value_customers ADD COLUMN has_email_opt_in BOOLEAN")
+    con.execute("UPDATE segments.high_value_customers SET has_email_opt_in = customer_id <> 2")
+    con.execute(
+        "UPDATE segments.high_value_customers SET has_email_opt_in = NULL WHERE customer_id = 5"
+    )
+    sync = with_consent(Consent("has_email_opt_in"))
+
+    first = run_sync(con, sync, base_dir=tmp_path)
+
+    assert [o["key"] for o in read_jsonl(first.output)] == ["1", "3", "4"]  # NULL is no consent
+    con.execute(
+        "UPDATE segments.high_value_customers SET has_email_opt_in = false WHERE customer_id = 3"
+    )
+    second = run_sync(con, sync, base_dir=tmp_path)
+    assert [(o["op"], o["key"]) for o in read_jsonl(second.output)] == [("delete", "3")]
+
+
+def test_consent_can_name_a_column_that_is_true_when_the_person_refused(con, tmp_path):
+    con.execute("ALTER TABLE segments.high_value_customers ADD COLUMN is_unsubscribed BOOLEAN")
+    con.execute("UPDATE segments.high_value_customers SET is_unsubscribed = customer_id >= 4")
+
+    result = run_sync(
+        con, with_consent(Consent("is_unsubscribed", negated=True)), base_dir=tmp_path
+    )
+
+    assert [o["key"] for o in read_jsonl(result.output)] == ["1", "2", "3"]
+
+
+def test_a_consent_column_the_model_lacks_or_that_is_not_boolean_is_refused(con, tmp_path):
+    with pytest.raises(SyncError, match=r"'consent' names column 'has_sms_opt_in'.*does not have"):
+        plan_sync(con, with_consent(Consent("has_sms_opt_in")))
+    with pytest.raises(SyncError, match=r"'consent' column 'email' .* is VARCHAR, not BOOLEAN"):
+        plan_sync(con, with_consent(Consent("email")))
+
+
+# --------------------------------------------------------------------------- crash safety
+
+
+class CrashBeforePublishing(FileDestination):
+    """The real file destination; the process 'dies' after the engine recorded the
+    delivery and before the file is renamed into place."""
+
+    @classmethod
+    def commit(cls, token: str) -> None:
+        raise KeyboardInterrupt("killed")
+
+
+def test_a_run_killed_between_recording_and_publishing_its_file_is_published_by_the_next_run(
+    con, tmp_path, monkeypatch
+):
+    monkeypatch.setitem(DESTINATIONS, "file", CrashBeforePublishing)
+    with pytest.raises(KeyboardInterrupt):
+        run_sync(con, make_sync(), base_dir=tmp_path)
+    [staged] = exported_files(tmp_path)
+    assert staged.name.endswith(".jsonl.tmp")
+
+    monkeypatch.setitem(DESTINATIONS, "file", FileDestination)
+    result = run_sync(con, make_sync(), base_dir=tmp_path)
+
+    # the staged file was published under the first run's name, nothing was sent twice
+    assert result.planned == 0
+    [published] = exported_files(tmp_path)
+    assert published.name == staged.name.removesuffix(".tmp")
+    assert [o["key"] for o in read_jsonl(published)] == ["1", "2", "3", "4", "5"]
+    assert set(state(con)) == {"1", "2", "3", "4", "5"}
+
+
+def test_a_staged_file_that_vanished_before_publishing_is_sent_again(con, tmp_path, monkeypatch):
+    monkeypatch.setitem(DESTINATIONS, "file", CrashBeforePublishing)
+    with pytest.raises(KeyboardInterrupt):
+        run_sync(con, make_sync(), base_dir=tmp_path)
+    for path in exported_files(tmp_path):
+        path.unlink()
+
+    monkeypatch.setitem(DESTINATIONS, "file", FileDestination)
+    result = run_sync(con, make_sync(), base_dir=tmp_path)
+
+    assert result.added == 5
+    assert [o["key"] for o in read_jsonl(result.output)] == ["1", "2", "3", "4", "5"]
+
+
+def test_a_file_left_staged_by_a_run_that_died_before_recording_it_is_removed(con, tmp_path):
+    folder = export_dir(tmp_path)
+    folder.mkdir(parents=True)
+    orphan = folder / "high_value_customers_file-20260101T000000.000000Z-0123abcd.jsonl.tmp"
+    orphan.write_text('{"op":"upsert","key":"1","fields":{}}\n')
+    other_sync = folder / "other-20260101T000000.000000Z-0123abcd.jsonl.tmp"
+    other_sync.write_text("")
+
+    result = run_sync(con, make_sync(), base_dir=tmp_path)
+
+    assert not orphan.exists()
+    assert other_sync.exists()
+    assert result.added == 5
+
+
+class ReentrantFileDestination(FileDestination):
+    """Starts the same sync again while a batch of it is being written."""
+
+    def write(self, batch: Batch) -> list[RowResult]:
+        try:
+            run_sync(self.con, make_sync(), base_dir=self.context.base_dir)
+        except SyncError as error:
+            self.refusal = str(error)
+        return super().write(batch)
+
+
+def test_a_sync_cannot_run_twice_at_the_same_time(con, tmp_path, monkeypatch):
+    instances: list[ReentrantFileDestination] = []
+
+    def build(settings, context):
+        destination = ReentrantFileDestination(settings, context)
+        destination.con = con
+        instances.append(destination)
+        return destination
+
+    monkeypatch.setitem(DESTINATIONS, "file", build)
+
+    result = run_sync(con, make_sync(), base_dir=tmp_path)
+
+    assert result.status == "succeeded"
+    assert "already running" in instances[0].refusal
