@@ -6,6 +6,7 @@ from orchestration.assets.dbt import build_dbt_assets
 from orchestration.assets.publish import build_publish_asset
 from orchestration.assets.raw import raw_tables
 from orchestration.assets.syncs import build_sync_assets, build_sync_schedules
+from orchestration.checks import raw_data_quality
 from orchestration.jobs import cdp_pipeline
 from orchestration.paths import SYNCS_FILE
 from orchestration.project import dbt_project
@@ -23,6 +24,7 @@ def defs() -> dg.Definitions:
     upstream = list(dbt_models.keys) + [key for asset in sync_assets for key in asset.keys]
     return dg.Definitions(
         assets=[raw_tables, dbt_models, *sync_assets, build_publish_asset(upstream)],
+        asset_checks=[raw_data_quality],
         jobs=[cdp_pipeline],
         schedules=[hourly_refresh, *build_sync_schedules(syncs)],
         sensors=[new_landing_files],

@@ -3,18 +3,26 @@
 from datetime import datetime
 from pathlib import Path
 
+import dagster as dg
+
+from orchestration.assets.raw import unreadable_files
+from orchestration.checks import quality_lines
 from orchestration.warehouse import connect_published
 
 
 def print_run_summary(warehouse: Path, *, since: datetime, seconds: float, run_id: str) -> None:
+    with dg.DagsterInstance.get() as instance:  # unreadable files and checks of this run
+        unreadable = unreadable_files(run_id, instance)
+        quality = quality_lines(run_id, instance)
     with connect_published(warehouse) as con:
 
         def one(sql: str, params: list | None = None):
             return con.execute(sql, params or []).fetchone()
 
-        files, loaded, rejected = one(
-            "select count(*), coalesce(sum(rows_loaded), 0), coalesce(sum(rows_rejected), 0) "
-            "from raw.loaded_files where loaded_at >= ? and status in ('loaded', 'replaced')",
+        files, read, loaded, rejected = one(
+            "select count(*), coalesce(sum(rows_read), 0), coalesce(sum(rows_loaded), 0), "
+            "coalesce(sum(rows_rejected), 0) from raw.loaded_files "
+            "where loaded_at >= ? and status in ('loaded', 'replaced')",
             [since],
         )
         total_loaded, total_rejected = one(
@@ -38,10 +46,14 @@ def print_run_summary(warehouse: Path, *, since: datetime, seconds: float, run_i
 
     print(f"\nRun {run_id} succeeded in {seconds:.1f}s")
     print(
-        f"Loaded     {files:,} new or changed files: {loaded:,} rows loaded, {rejected:,} rejected "
-        f"(in total {total_loaded:,} loaded, {total_rejected:,} rejected; see raw.rejected_rows)"
+        f"Loaded     {files:,} new or changed files: {read:,} rows read = {loaded:,} loaded + "
+        f"{rejected:,} rejected (in total {total_loaded:,} loaded, {total_rejected:,} rejected; "
+        "see raw.rejected_rows)"
     )
     print(f"           {duplicates:,} duplicate message ids kept in raw.events, removed in staging")
+    for failed in unreadable:
+        print(f"           UNREADABLE {failed['file']}: {failed['error']}")
+    print("Quality    " + ("\n           ".join(quality) or "no data quality checks ran"))
     held = ", ".join(f"{count:,} {rule}" for rule, count in held_out) or "none"
     print(f"Customers  {customers:,} with {identifiers:,} identifiers (held out: {held})")
     print(

@@ -26,19 +26,36 @@ def raw_tables(context: dg.AssetExecutionContext, paths: CdpPaths):
         report = load_landing(con, landing, progress=context.log.info)
     for path in report.ignored:
         context.log.warning(f"Ignored {path}: not a known export (see the README's landing layout)")
-    for failed in (f for f in report.files if f.status == "unreadable"):
+    for failed in report.unreadable:
         context.log.error(f"Could not read {failed.path}: {failed.error}")
-    by_kind = report.by_kind()
     for kind, table in RAW_TABLES.items():
         files = [f for f in report.files if f.kind == kind]
-        loaded, rejected = by_kind.get(kind, (0, 0))
-        yield dg.MaterializeResult(
-            asset_key=table.split("."),
-            metadata={
-                "files_seen": len(files),
-                "files_loaded": sum(f.status in ("loaded", "replaced") for f in files),
-                "files_unreadable": sum(f.status == "unreadable" for f in files),
-                "rows_loaded": loaded,
-                "rows_rejected": rejected,
-            },
-        )
+        metadata = {
+            "files_seen": len(files),
+            "files_loaded": sum(f.status in ("loaded", "replaced") for f in files),
+            "files_unreadable": sum(f.status == "unreadable" for f in files),
+            "rows_read": sum(f.rows_read for f in files),
+            "rows_loaded": sum(f.rows_loaded for f in files),
+            "rows_rejected": sum(f.rows_rejected for f in files),
+            "unreadable": dg.MetadataValue.json(
+                [{"file": str(f.path), "error": f.error} for f in files if f.error]
+            ),
+        }
+        mappings = sorted({f.mapping for f in files if f.mapping})
+        if mappings:
+            metadata["crm_mappings"] = ", ".join(mappings)
+        if kind == "events":
+            metadata["duplicate_message_ids"] = report.duplicate_message_ids
+        yield dg.MaterializeResult(asset_key=table.split("."), metadata=metadata)
+
+
+def unreadable_files(run_id: str, instance: dg.DagsterInstance) -> list[dict]:
+    """{file, error} of every export the raw_tables step of run ``run_id`` could not read."""
+    found = []
+    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+        materialization = record.dagster_event.event_specific_data.materialization
+        if materialization.asset_key.path[0] != "raw":
+            continue
+        value = materialization.metadata.get("unreadable")
+        found.extend(value.value if value is not None else [])
+    return found

@@ -1,0 +1,262 @@
+"""Data quality of the raw tables: a great-expectations suite per table, as Dagster checks.
+
+Each raw table has one asset check, ``great_expectations``, that validates the table against
+its suite (``SUITES``) with great-expectations and reports every expectation in the check's
+metadata (shown in the Dagster UI) and in `cdp run`'s summary. Each expectation has a
+severity: ``critical`` ones make a failed check an ERROR, which, the checks being blocking,
+stops the downstream models (dbt, syncs, publish) from building in that run; a failure of
+``warning`` ones only is a WARN, and the run goes on.
+
+The suites validate what the loader does not enforce row by row (formats, ranges,
+uniqueness) and, as a safety net, what it does (required ids, accepted types). Only the
+columns a suite needs are read from the warehouse.
+"""
+
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pandas as pd
+
+from orchestration.loading import MESSAGE_TYPES, RAW_TABLES
+from orchestration.resources import CdpPaths
+from orchestration.warehouse import connect
+
+CHECK_NAME = "great_expectations"
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+EARLIEST_EVENT = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One expectation of a suite, with the words the summary and the UI use for it."""
+
+    says: str  # what is expected, in words
+    severity: str  # critical | warning
+    expectation: str  # the great-expectations class name
+    kwargs: dict
+
+
+@dataclass(frozen=True)
+class Suite:
+    table: str
+    query: str  # the columns validated (one row per raw row)
+    rules: tuple[Rule, ...]
+
+
+def _suites(now: datetime) -> dict[str, Suite]:
+    """The suites; event times are expected between 2000-01-01 and a day after ``now``."""
+    record_id = Rule(
+        "record_id is present", "critical", "ExpectColumnValuesToNotBeNull", {"column": "record_id"}
+    )
+    suites = {
+        "raw.events": Suite(
+            "raw.events",
+            "SELECT message_id, type, event_at, "
+            "user_id IS NOT NULL OR anonymous_id IS NOT NULL AS has_user_or_anonymous_id, "
+            "traits->>'email' AS trait_email FROM raw.events",
+            (
+                Rule(
+                    "message_id is present",
+                    "critical",
+                    "ExpectColumnValuesToNotBeNull",
+                    {"column": "message_id"},
+                ),  # fmt: skip
+                Rule(
+                    "type is an accepted message type",
+                    "critical",
+                    "ExpectColumnValuesToBeInSet",
+                    {"column": "type", "value_set": list(MESSAGE_TYPES)},
+                ),
+                Rule(
+                    "userId or anonymousId is present",
+                    "critical",
+                    "ExpectColumnValuesToBeInSet",
+                    {"column": "has_user_or_anonymous_id", "value_set": [True]},
+                ),
+                Rule(
+                    "event_at is between 2000-01-01 and tomorrow",
+                    "warning",
+                    "ExpectColumnValuesToBeBetween",
+                    {
+                        "column": "event_at",
+                        "min_value": EARLIEST_EVENT,
+                        "max_value": now + timedelta(days=1),
+                    },
+                ),
+                Rule(
+                    "message_id is unique (duplicates are removed in staging)",
+                    "warning",
+                    "ExpectColumnValuesToBeUnique",
+                    {"column": "message_id"},
+                ),
+                Rule(
+                    "traits.email looks like an email address",
+                    "warning",
+                    "ExpectColumnValuesToMatchRegex",
+                    {"column": "trait_email", "regex": EMAIL_PATTERN},
+                ),
+            ),
+        ),
+        "raw.crm_contacts": Suite(
+            "raw.crm_contacts",
+            "SELECT record_id, nullif(trim(email), '') AS email FROM raw.crm_contacts",
+            (
+                record_id,
+                Rule(
+                    "email looks like an email address in at least half of the rows "
+                    "(else the mapping is likely wrong)",
+                    "critical",
+                    "ExpectColumnValuesToMatchRegex",
+                    {"column": "email", "regex": EMAIL_PATTERN, "mostly": 0.5},
+                ),
+                Rule(
+                    "email looks like an email address",
+                    "warning",
+                    "ExpectColumnValuesToMatchRegex",
+                    {"column": "email", "regex": EMAIL_PATTERN},
+                ),
+            ),
+        ),
+    }
+    for kind in ("companies", "deals", "tickets"):
+        table = RAW_TABLES[kind]
+        suites[table] = Suite(table, f"SELECT record_id FROM {table}", (record_id,))
+    return suites
+
+
+@dataclass(frozen=True)
+class Outcome:
+    rule: Rule
+    success: bool
+    unexpected: int
+    checked: int  # rows with a value (null values are not checked, except by not-null rules)
+    error: str | None = None  # great-expectations could not evaluate the expectation
+
+    def describe(self) -> str:
+        if self.error:
+            return f"{self.rule.says}: could not be evaluated ({self.error})"
+        verdict = "passed" if self.success else "FAILED"
+        return (
+            f"{self.rule.says}: {verdict} ({self.unexpected:,} of {self.checked:,} rows unexpected)"
+        )
+
+
+def validate(con, suite: Suite) -> list[Outcome]:
+    """Validate one raw table against its suite with great-expectations."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    frame: pd.DataFrame = con.execute(suite.query).df()
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batch = (
+        context.data_sources.add_pandas("raw")
+        .add_dataframe_asset(suite.table)
+        .add_batch_definition_whole_dataframe("whole table")
+        .get_batch(batch_parameters={"dataframe": frame})
+    )
+    expectations = gx.ExpectationSuite(
+        name=suite.table,
+        expectations=[
+            getattr(gxe, rule.expectation)(
+                severity=rule.severity, meta={"rule": index}, **rule.kwargs
+            )
+            for index, rule in enumerate(suite.rules)
+        ],
+    )
+    result = batch.validate(expectations, result_format="BASIC")
+    outcomes = []
+    # great-expectations does not keep the suite's order in its results
+    by_rule = {item.expectation_config.meta["rule"]: item for item in result.results}
+    for index, rule in enumerate(suite.rules):
+        item = by_rule[index]
+        counts = item.result or {}
+        error = (item.exception_info or {}).get("exception_message")
+        checked = int(counts.get("element_count", 0)) - int(counts.get("missing_count") or 0)
+        if rule.expectation == "ExpectColumnValuesToNotBeNull":
+            checked = int(counts.get("element_count", 0))
+        outcomes.append(
+            Outcome(
+                rule, bool(item.success), int(counts.get("unexpected_count") or 0), checked, error
+            )
+        )
+    return outcomes
+
+
+def check_result(table: str, outcomes: list[Outcome]) -> dg.AssetCheckResult:
+    """The Dagster result: ERROR when a critical expectation failed, else WARN on failure."""
+    failed = [o for o in outcomes if not o.success]
+    critical = any(o.rule.severity == "critical" for o in failed)
+    rows = "\n".join(
+        f"| {o.rule.says} | {o.rule.severity} | {'passed' if o.success else 'FAILED'} | "
+        f"{o.unexpected:,} | {o.checked:,} |"
+        for o in outcomes
+    )
+    metadata = {
+        "expectations": dg.MetadataValue.md(
+            "| expectation | severity | result | unexpected rows | rows checked |\n"
+            f"|---|---|---|---|---|\n{rows}"
+        ),
+        "expectations_passed": sum(o.success for o in outcomes),
+        "expectations_failed": len(failed),
+        "failed": dg.MetadataValue.json([o.describe() for o in failed]),
+    }
+    return dg.AssetCheckResult(
+        asset_key=dg.AssetKey(table.split(".")),
+        check_name=CHECK_NAME,
+        passed=not failed,
+        severity=dg.AssetCheckSeverity.ERROR if critical else dg.AssetCheckSeverity.WARN,
+        metadata=metadata,
+        description=(
+            f"{len(outcomes) - len(failed)} of {len(outcomes)} expectations passed"
+            + (f"; failed: {'; '.join(o.describe() for o in failed)}" if failed else "")
+        ),
+    )
+
+
+@dg.multi_asset_check(
+    specs=[
+        dg.AssetCheckSpec(
+            CHECK_NAME,
+            asset=dg.AssetKey(table.split(".")),
+            blocking=True,
+            description=f"great-expectations suite of {table}: critical expectations block "
+            "the downstream models, warnings do not.",
+        )
+        for table in RAW_TABLES.values()
+    ],
+    name="raw_data_quality",
+)
+def raw_data_quality(context: dg.AssetCheckExecutionContext, paths: CdpPaths):
+    """Validate every raw table with its great-expectations suite."""
+    suites = _suites(datetime.now(UTC))
+    with connect(paths.warehouse_path()) as con:
+        for table in RAW_TABLES.values():
+            outcomes = validate(con, suites[table])
+            result = check_result(table, outcomes)
+            for outcome in outcomes:
+                if not outcome.success:
+                    level = "critical" if outcome.rule.severity == "critical" else "warning"
+                    log = context.log.error if level == "critical" else context.log.warning
+                    log(f"{table}: {level}: {outcome.describe()}")
+            yield result
+
+
+def quality_lines(run_id: str, instance: dg.DagsterInstance) -> list[str]:
+    """One line per raw table: its check's outcome in run ``run_id`` (for `cdp run`)."""
+    lines = []
+    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = record.dagster_event.event_specific_data
+        if evaluation.check_name != CHECK_NAME:
+            continue
+        if evaluation.passed:
+            verdict = "passed"
+        else:
+            verdict = "ERROR" if evaluation.severity == dg.AssetCheckSeverity.ERROR else "WARN"
+        table = ".".join(evaluation.asset_key.path)
+        lines.append(f"{table}: {verdict}: {evaluation.description}")
+    return lines
