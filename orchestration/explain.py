@@ -35,10 +35,14 @@ touching as (
 select
     src_type, src_value, dst_type, dst_value, src_customer_id, dst_customer_id, is_allowed,
     record_count, first_seen_at, first_record_key, first_source_file, first_source_line,
-    c_src.refused_detail as src_refused_detail, c_dst.refused_detail as dst_refused_detail
+    h_src.detail as src_refused_detail, h_dst.detail as dst_refused_detail
 from touching as t
-left join identity.identity_components as c_src on t.src_node_id = c_src.node_id
-left join identity.identity_components as c_dst on t.dst_node_id = c_dst.node_id
+left join identity.identifiers_held_out as h_src
+    on h_src.rule = 'per_type_limit'
+    and t.src_type = h_src.identifier_type and t.src_value = h_src.identifier_value
+left join identity.identifiers_held_out as h_dst
+    on h_dst.rule = 'per_type_limit'
+    and t.dst_type = h_dst.identifier_type and t.dst_value = h_dst.identifier_value
 order by first_seen_at, src_type, src_value, dst_type, dst_value
 """
 
@@ -136,7 +140,7 @@ def explain_customer(con, customer_id: str) -> dict[str, Any]:
 
 
 def _limit_note(row: dict[str, Any]) -> str:
-    """The refusal note (identity_components.refused_detail) about this very link."""
+    """The refusal note (identifiers_held_out, per_type_limit) about this very link."""
     for weaker, other in (("src", "dst"), ("dst", "src")):
         prefix = f"not linked to {row[f'{other}_type']}:{row[f'{other}_value']}:"
         for note in (row[f"{weaker}_refused_detail"] or "").split("; "):

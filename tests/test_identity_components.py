@@ -5,6 +5,7 @@ import importlib.util
 
 import duckdb
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -138,10 +139,9 @@ def limited(node_count, edges, types, first_seen, order=None):
     src = np.array([edges[i][0] for i in order], dtype=np.int64)
     dst = np.array([edges[i][1] for i in order], dtype=np.int64)
     codes = np.array(types, dtype=np.int64)
-    rank = np.maximum(codes[src], codes[dst]) if len(src) else np.zeros(0, dtype=np.int64)
     seen = np.array([first_seen[i] for i in order], dtype=np.int64)
     labels = components.component_labels(src, dst, node_count)
-    refusals = components.apply_limits(labels, src, dst, rank, seen, codes, LIMITS)
+    refusals = components.apply_limits(labels, src, dst, seen, codes, LIMITS)
     return labels, refusals
 
 
@@ -191,17 +191,17 @@ def test_a_shared_device_joins_the_user_it_was_seen_with_first():
     assert [(r.weaker, r.other, r.broken) for r in refusals] == [(2, 0, ((1, 2, 1),))]
 
 
-def test_resolve_components_reads_duckdb_relations_and_names_refused_links():
+def test_resolve_components_reads_duckdb_relations_and_applies_the_limits():
     con = duckdb.connect()
     con.execute(
-        "create table nodes as select * from (values (0, 1, 'user_id', 'u1'), "
-        "(1, 1, 'user_id', 'u2'), (2, 5, 'anonymous_id', 'd1'), (3, 2, 'email', 'a@x.com')) "
+        "create table nodes as select * from (values (3, 2, 'email', 'a@x.com'), "
+        "(0, 1, 'user_id', 'u1'), (2, 5, 'anonymous_id', 'd1'), (1, 1, 'user_id', 'u2')) "
         "v(node_id, priority, identifier_type, identifier_value)"
     )
     con.execute(
-        "create table edges as select * from (values (0, 2, 5, timestamptz '2026-01-01'), "
-        "(1, 2, 5, timestamptz '2026-02-01'), (0, 3, 2, timestamptz '2026-03-01')) "
-        "v(src_node_id, dst_node_id, edge_rank, first_seen_at)"
+        "create table edges as select * from (values (0, 2, timestamptz '2026-01-01'), "
+        "(1, 2, timestamptz '2026-02-01'), (0, 3, timestamptz '2026-03-01')) "
+        "v(src_node_id, dst_node_id, first_seen_at)"
     )
     con.execute(
         "create table types as select * from (values (1, 'user_id', 1), (2, 'email', null), "
@@ -210,11 +210,21 @@ def test_resolve_components_reads_duckdb_relations_and_names_refused_links():
     frame = components.resolve_components(
         con.table("nodes"), con.table("edges"), con.table("types")
     )
+    assert list(frame.columns) == ["node_id", "component_id"]
     labels = frame.set_index("node_id")["component_id"]
+    # The device d1 was seen with u1 first: u2's later link to it is refused.
     assert labels[0] == labels[2] == labels[3] != labels[1]
-    details = frame.set_index("node_id")["refused_detail"]
-    assert details[2] == "not linked to user_id:u2: the customer would hold 2 user_id (limit 1)"
-    assert details[[0, 1, 3]].isna().all()
+
+
+def test_resolve_components_refuses_node_ids_that_are_not_dense():
+    con = duckdb.connect()
+    con.execute("create table nodes as select * from (values (0, 1), (2, 1)) v(node_id, priority)")
+    con.execute(
+        "create table edges (src_node_id bigint, dst_node_id bigint, first_seen_at timestamptz)"
+    )
+    con.execute("create table types (priority int, identifier_type varchar, max_per_customer int)")
+    with pytest.raises(ValueError, match="must be dense"):
+        components.resolve_components(con.table("nodes"), con.table("edges"), con.table("types"))
 
 
 def test_resolve_components_of_an_empty_graph_is_empty():
@@ -224,11 +234,10 @@ def test_resolve_components_of_an_empty_graph_is_empty():
         "identifier_value varchar)"
     )
     con.execute(
-        "create table edges (src_node_id bigint, dst_node_id bigint, edge_rank int, "
-        "first_seen_at timestamptz)"
+        "create table edges (src_node_id bigint, dst_node_id bigint, first_seen_at timestamptz)"
     )
     con.execute("create table types (priority int, identifier_type varchar, max_per_customer int)")
     frame = components.resolve_components(
         con.table("nodes"), con.table("edges"), con.table("types")
     )
-    assert frame.empty and list(frame.columns) == ["node_id", "component_id", "refused_detail"]
+    assert frame.empty and list(frame.columns) == ["node_id", "component_id"]

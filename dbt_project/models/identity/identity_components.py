@@ -4,11 +4,12 @@
    matrix, no rounds, so a long chain (one anonymous id per visit) costs no more than a star.
 2. Components that break a per-type limit (identity_rules.yml max_per_customer, e.g. two
    user_ids joined through a shared device) are resolved again by adding their edges one by
-   one, strongest first (edge_rank, then first seen), refusing any link that would give one
-   customer more identifiers of a type than its limit. A refused link is reported in
-   refused_detail of its weaker end.
+   one, strongest first (the priority of the weaker end, then first seen), refusing any link that would give one
+   customer more identifiers of a type than its limit. identifiers_held_out lists the refused
+   links (allowed edges whose ends end up in different components) with the reason.
 
-`resolve_components` is the whole step, DuckDB relations in and one row per identifier out;
+`resolve_components` is the whole step, DuckDB relations in and one row per identifier out
+(numbers only, so that writing 5M rows back stays cheap);
 tests/benchmarks/bench_identity.py times it and tests/test_identity_components.py checks it.
 """
 
@@ -37,64 +38,39 @@ class Refusal:
 
 
 def resolve_components(nodes, edges, identifier_types) -> pd.DataFrame:
-    """node_id, component_id, refused_detail for every usable identifier.
+    """node_id and component_id of every usable identifier.
 
-    nodes: node_id (dense 0..n-1), priority; edges: src_node_id, dst_node_id, edge_rank,
-    first_seen_at; identifier_types: identifier_type, priority, max_per_customer. Types are
-    coded by their priority, which the rules keep unique.
+    nodes: node_id (dense 0..n-1), priority; edges: src_node_id, dst_node_id, first_seen_at;
+    identifier_types: priority, max_per_customer. Types are coded by their
+    priority, which the rules keep unique. identifiers_held_out describes the refused links
+    (the allowed edges whose ends end up in different components).
     """
-    type_rows = identifier_types.project("priority, identifier_type, max_per_customer").fetchall()
-    type_names = {priority: name for priority, name, _ in type_rows}
-    limits = {priority: limit for priority, _, limit in type_rows if limit is not None}
-
-    node_columns = nodes.project("node_id, priority").order("node_id").fetchnumpy()
+    limits = dict(
+        identifier_types.filter("max_per_customer is not null")
+        .project("priority, max_per_customer")
+        .fetchall()
+    )
+    node_columns = nodes.project("node_id, priority").fetchnumpy()
     node_ids = np.asarray(node_columns["node_id"], dtype=np.int64)
     node_count = len(node_ids)
-    if not np.array_equal(node_ids, np.arange(node_count)):
+    present = np.zeros(node_count, dtype=bool)
+    if node_count and (node_ids.min() < 0 or node_ids.max() >= node_count):
         raise ValueError("identity_identifiers.node_id must be dense (0..n-1) for scipy")
-    type_codes = np.asarray(node_columns["priority"], dtype=np.int64)
+    present[node_ids] = True
+    if not present.all():
+        raise ValueError("identity_identifiers.node_id must be dense (0..n-1) for scipy")
+    type_codes = np.zeros(node_count, dtype=np.int64)
+    type_codes[node_ids] = np.asarray(node_columns["priority"], dtype=np.int64)
 
     edge_columns = edges.project(
-        "src_node_id, dst_node_id, edge_rank, epoch_ms(first_seen_at) as first_seen_ms"
+        "src_node_id, dst_node_id, epoch_ms(first_seen_at) as first_seen_ms"
     ).fetchnumpy()
     src = np.asarray(edge_columns["src_node_id"], dtype=np.int64)
     dst = np.asarray(edge_columns["dst_node_id"], dtype=np.int64)
-
     labels = component_labels(src, dst, node_count)
-    refusals = apply_limits(
-        labels,
-        src,
-        dst,
-        np.asarray(edge_columns["edge_rank"], dtype=np.int64),
-        np.asarray(edge_columns["first_seen_ms"], dtype=np.int64),
-        type_codes,
-        limits,
-    )
-    refused_detail = np.full(node_count, None, dtype=object)
-    if refusals:
-        involved = sorted({r.weaker for r in refusals} | {r.other for r in refusals})
-        names = {
-            node_id: f"{identifier_type}:{value}"
-            for node_id, identifier_type, value in nodes.filter(
-                f"node_id in ({', '.join(map(str, involved))})"
-            )
-            .project("node_id, identifier_type, identifier_value")
-            .fetchall()
-        }
-        for refusal in refusals:
-            note = f"not linked to {names[refusal.other]}: the customer would hold " + ", ".join(
-                f"{count} {type_names[code]} (limit {limit})"
-                for code, count, limit in refusal.broken
-            )
-            previous = refused_detail[refusal.weaker]
-            refused_detail[refusal.weaker] = note if previous is None else f"{previous}; {note}"
-    return pd.DataFrame(
-        {
-            "node_id": node_ids,
-            "component_id": labels.astype(np.int64),
-            "refused_detail": pd.array(refused_detail, dtype="string"),
-        }
-    )
+    first_seen_ms = np.asarray(edge_columns["first_seen_ms"], dtype=np.int64)
+    apply_limits(labels, src, dst, first_seen_ms, type_codes, limits)
+    return pd.DataFrame({"node_id": np.arange(node_count, dtype=np.int64), "component_id": labels})
 
 
 def component_labels(src: np.ndarray, dst: np.ndarray, node_count: int) -> np.ndarray:
@@ -102,7 +78,7 @@ def component_labels(src: np.ndarray, dst: np.ndarray, node_count: int) -> np.nd
     if node_count == 0:
         return np.zeros(0, dtype=np.int64)
     graph = coo_matrix(
-        (np.ones(len(src), dtype=np.int8), (src, dst)), shape=(node_count, node_count)
+        (np.ones(len(src), dtype=bool), (src, dst)), shape=(node_count, node_count)
     ).tocsr()
     _, labels = connected_components(graph, directed=False)
     return labels.astype(np.int64)
@@ -112,7 +88,6 @@ def apply_limits(
     labels: np.ndarray,
     src: np.ndarray,
     dst: np.ndarray,
-    edge_rank: np.ndarray,
     first_seen_ms: np.ndarray,
     type_codes: np.ndarray,
     limits: dict[int, int],
@@ -120,8 +95,9 @@ def apply_limits(
     """Split the components that break a limit; relabels `labels` in place.
 
     Only components holding more identifiers of a limited type than its limit are rebuilt,
-    with a union-find that adds their edges strongest first (edge_rank, first seen, then node
-    ids, so the result is deterministic) and refuses a link that would break a limit.
+    with a union-find that adds their edges strongest first (the priority of the weaker end,
+    then first seen, then node ids, so the result is deterministic) and refuses a link that
+    would break a limit. Type codes are priorities (1 = strongest).
     """
     if not limits or len(labels) == 0:
         return []
@@ -132,44 +108,52 @@ def apply_limits(
     if not violating.any():
         return []
     in_violation = violating[labels]
-    subset = np.flatnonzero(in_violation[src])
-    order = subset[np.lexsort((dst[subset], src[subset], first_seen_ms[subset], edge_rank[subset]))]
     members = np.flatnonzero(in_violation)
-    parent = {int(n): int(n) for n in members}
-    counts = {int(n): {code: int(type_codes[n] == code) for code in limits} for n in members}
-
-    def find(x: int) -> int:
-        root = x
-        while parent[root] != root:
-            root = parent[root]
-        while parent[x] != root:
-            parent[x], x = root, parent[x]
-        return root
+    local = np.full(len(labels), -1, dtype=np.int64)
+    local[members] = np.arange(len(members))
+    subset = np.flatnonzero(in_violation[src])
+    edge_rank = np.maximum(type_codes[src[subset]], type_codes[dst[subset]])
+    order = subset[np.lexsort((dst[subset], src[subset], first_seen_ms[subset], edge_rank))]
+    codes = sorted(limits)
+    counts = [(type_codes[members] == code).astype(np.int64).tolist() for code in codes]
+    caps = [limits[code] for code in codes]
+    limited = list(zip(counts, caps))
+    member_codes = type_codes[members].tolist()
+    parent = list(range(len(members)))
 
     refusals = []
-    for a, b in zip(src[order].tolist(), dst[order].tolist()):
-        root_a, root_b = find(a), find(b)
+    for a, b in zip(local[src[order]].tolist(), local[dst[order]].tolist()):
+        root_a = a
+        while parent[root_a] != root_a:  # find, with path halving
+            parent[root_a] = parent[parent[root_a]]
+            root_a = parent[root_a]
+        root_b = b
+        while parent[root_b] != root_b:
+            parent[root_b] = parent[parent[root_b]]
+            root_b = parent[root_b]
         if root_a == root_b:
             continue
-        merged = {code: counts[root_a][code] + counts[root_b][code] for code in limits}
-        broken = tuple(
-            (code, merged[code], limits[code])
-            for code in sorted(limits)
-            if merged[code] > limits[code]
-        )
-        if broken:
-            weaker, other = (b, a) if type_codes[b] >= type_codes[a] else (a, b)
-            refusals.append(Refusal(weaker, other, broken))
+        for count, cap in limited:
+            if count[root_a] + count[root_b] > cap:
+                break
+        else:
+            parent[root_b] = root_a
+            for count, _ in limited:
+                count[root_a] += count[root_b]
             continue
-        parent[root_b] = root_a
-        counts[root_a] = merged
-
-    next_label = component_count
-    new_labels: dict[int, int] = {}
-    for node in members.tolist():
-        root = find(node)
-        if root not in new_labels:
-            new_labels[root] = next_label
-            next_label += 1
-        labels[node] = new_labels[root]
+        broken = tuple(
+            (code, count[root_a] + count[root_b], cap)
+            for code, (count, cap) in zip(codes, limited)
+            if count[root_a] + count[root_b] > cap
+        )
+        weaker, other = (b, a) if member_codes[b] >= member_codes[a] else (a, b)
+        refusals.append(Refusal(int(members[weaker]), int(members[other]), broken))
+    roots = []
+    for node in range(len(members)):
+        root = node
+        while parent[root] != root:
+            root = parent[root]
+        roots.append(root)
+    _, new_labels = np.unique(np.asarray(roots, dtype=np.int64), return_inverse=True)
+    labels[members] = component_count + new_labels
     return refusals

@@ -1,8 +1,7 @@
 -- Links between usable identifiers: every pair of identifiers named by the same record. One
--- row per pair, with the rank of the weaker end (identifier_types.priority), when the link was
--- first seen, how many records make it and the first of them (for explanations). A pair of
--- types listed in never_link (identity_rules.yml) is kept with is_allowed = false and does not
--- link.
+-- row per pair, with when the link was first seen, how many records make it and the first of
+-- them (for explanations). A pair of types listed in never_link (identity_rules.yml) is kept
+-- with is_allowed = false and does not link.
 with occurrences as (
     select * from {{ ref('identity_occurrences') }}
 ),
@@ -23,7 +22,6 @@ record_nodes as (
         o.source_line,
         i.node_id,
         i.identifier_type,
-        i.priority,
     from occurrences as o
     inner join identifiers as i
         on o.identifier_type = i.identifier_type and o.identifier_value = i.identifier_value
@@ -37,7 +35,6 @@ pairs as (
         a.source_line,
         a.node_id as src_node_id,
         b.node_id as dst_node_id,
-        greatest(a.priority, b.priority) as edge_rank,
         list_contains(t.never_links_with, b.identifier_type) as is_never_link,
     from record_nodes as a
     inner join record_nodes as b
@@ -50,7 +47,6 @@ final as (
         src_node_id,
         dst_node_id,
         not any_value(is_never_link) as is_allowed,
-        any_value(edge_rank) as edge_rank,
         min(seen_at) as first_seen_at,
         count(distinct record_key) as record_count,
         arg_min(record_key, (seen_at, record_key)) as first_record_key,
