@@ -35,6 +35,12 @@ def print_run_summary(warehouse: Path, *, since: datetime, seconds: float, run_i
         held_out = con.execute(
             "select rule, count(*) from identity.identifiers_held_out group by rule order by rule"
         ).fetchall()
+        id_changes = dict(
+            con.execute(
+                "select change, count(*) from cdp.customer_merges where changed_at >= ? group by 1",
+                [since],
+            ).fetchall()
+        )
         segments = con.execute(
             "select segment_name, member_count from cdp.segments order by segment_name"
         ).fetchall()
@@ -56,6 +62,10 @@ def print_run_summary(warehouse: Path, *, since: datetime, seconds: float, run_i
     print("Quality    " + ("\n           ".join(quality) or "no data quality checks ran"))
     held = ", ".join(f"{count:,} {rule}" for rule, count in held_out) or "none"
     print(f"Customers  {customers:,} with {identifiers:,} identifiers (held out: {held})")
+    print(
+        f"           {id_changes.get('merge', 0):,} merges and {id_changes.get('split', 0):,} "
+        "splits of customer ids in this run (see cdp.customer_merges)"
+    )
     print(
         "Segments   "
         + ("\n           ".join(f"{name}: {count:,}" for name, count in segments) or "none")
