@@ -392,7 +392,7 @@ def _not_utf8_reason(raw: bytes) -> str:
 def _json_error(text: str) -> str | None:
     """orjson's strict message (no NaN, no trailing comma) for an invalid line, else None."""
     try:
-        orjson.loads(text)
+        orjson.loads(text.rstrip("\r\n"))
     except orjson.JSONDecodeError as error:
         return str(error)
     return None

@@ -225,7 +225,7 @@ class _ProgressBar:
         left = f", about {(self.total - position) / rate:.0f}s left" if rate else ""
         self.say(
             f"{self.name} [{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] {done:4.0%} of "
-            f"{self.total / 1e6:,.0f} MB, {rate / 1e6:,.1f} MB/s{left}"
+            f"{self.total / 1e6:,.1f} MB, {rate / 1e6:,.1f} MB/s{left}"
         )
 
 

@@ -1,0 +1,240 @@
+"""Event JSON Lines as the SDKs and their exports write them, parsed in DuckDB SQL."""
+
+import gzip
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from orchestration.loading import events as events_module
+from orchestration.loading import landing as landing_module
+from orchestration.loading import load_landing
+
+
+@pytest.fixture
+def landing(tmp_path: Path) -> Path:
+    (tmp_path / "landing" / "events").mkdir(parents=True)
+    return tmp_path / "landing"
+
+
+@pytest.fixture
+def con(tmp_path: Path):
+    connection = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    yield connection
+    connection.close()
+
+
+def rows(con, sql: str) -> list[tuple]:
+    return con.execute(sql).fetchall()
+
+
+def write_lines(path: Path, lines: list, ending: str = "\n") -> Path:
+    text = ending.join(x if isinstance(x, str) else json.dumps(x) for x in lines) + ending
+    data = text.encode()
+    path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
+    return path
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_event_time_is_corrected_for_the_device_clock_as_segment_does(con, landing):
+    write_lines(
+        landing / "events" / "sdk.jsonl",
+        [
+            {  # device clock 1 hour behind: sent at 09:00:05 by its clock, received 10:00:06
+                "type": "track",
+                "event": "Order Completed",
+                "messageId": "skewed",
+                "anonymousId": "a1",
+                "originalTimestamp": "2026-03-01T09:00:00Z",
+                "sentAt": "2026-03-01T09:00:05Z",
+                "receivedAt": "2026-03-01T10:00:06Z",
+            },
+            {  # a Segment warehouse export: timestamp already corrected, snake_case names
+                "type": "page",
+                "message_id": "export",
+                "anonymous_id": "a2",
+                "original_timestamp": "2026-03-01T11:59:00+02:00",
+                "sent_at": "2026-03-01T10:00:00.5Z",
+                "received_at": "2026-03-01T10:00:01.5Z",
+                "timestamp": "2026-03-01T09:59:01Z",
+            },
+            {  # without sentAt there is nothing to correct with: timestamp wins
+                "type": "page",
+                "messageId": "no-sent-at",
+                "anonymousId": "a3",
+                "timestamp": "2026-03-01T08:00:00Z",
+                "originalTimestamp": "2026-03-01T07:00:00Z",
+                "receivedAt": "2026-03-01T08:00:01Z",
+            },
+            {  # only receivedAt
+                "type": "page",
+                "messageId": "received-only",
+                "anonymousId": "a4",
+                "receivedAt": "2026-03-01 12:00:00",
+            },
+        ],
+    )
+
+    load_landing(con, landing)
+
+    assert rows(
+        con,
+        "SELECT message_id, event_at, original_at, sent_at, received_at FROM raw.events "
+        "ORDER BY _source_line",
+    ) == [
+        (
+            "skewed",
+            at("2026-03-01T10:00:01Z"),
+            at("2026-03-01T09:00:00Z"),
+            at("2026-03-01T09:00:05Z"),
+            at("2026-03-01T10:00:06Z"),
+        ),
+        (
+            "export",
+            at("2026-03-01T09:59:01Z"),
+            at("2026-03-01T09:59:00Z"),
+            at("2026-03-01T10:00:00.5Z"),
+            at("2026-03-01T10:00:01.5Z"),
+        ),
+        (
+            "no-sent-at",
+            at("2026-03-01T08:00:00Z"),
+            at("2026-03-01T07:00:00Z"),
+            None,
+            at("2026-03-01T08:00:01Z"),
+        ),  # fmt: skip
+        ("received-only", at("2026-03-01T12:00:00Z"), None, None, at("2026-03-01T12:00:00Z")),
+    ]
+
+
+def test_wrong_types_are_rejected_with_the_field_and_what_was_found(con, landing):
+    base = {"type": "track", "event": "x", "anonymousId": "a", "timestamp": "2026-03-01T10:00:00Z"}
+    write_lines(
+        landing / "events" / "types.jsonl",
+        [
+            {**base, "messageId": "ok-number-id", "userId": 42},  # 1: numbers are fine
+            {**base, "messageId": {"id": 1}},  # 2
+            {**base, "messageId": "m3", "userId": True},  # 3
+            {**base, "messageId": "m4", "event": ["a"]},  # 4
+            {**base, "messageId": "m5", "properties": "free shipping"},  # 5
+            {**base, "messageId": "m6", "timestamp": 1772359200},  # 6: epoch seconds
+            {**base, "messageId": "m7", "type": 5},  # 7
+            {**base, "messageId": "m8", "userId": "true"},  # 8: a string, however odd
+            {**base, "messageId": "m9", "traits": [], "properties": []},  # 9: PHP's empty objects
+        ],
+    )
+
+    report = load_landing(con, landing)
+
+    assert rows(con, "SELECT source_line, reason FROM raw.rejected_rows ORDER BY 1") == [
+        (2, "invalid 'messageId': expected a string, found an object"),
+        (3, "invalid 'userId': expected a string, found a boolean"),
+        (4, "invalid 'event': expected a string, found an array"),
+        (5, "invalid 'properties': expected an object, found a string"),
+        (6, "unparseable timestamp in 'timestamp': '1772359200'"),
+        (7, "unknown message type '5'"),
+    ]
+    assert rows(
+        con, "SELECT message_id, user_id, traits, properties FROM raw.events ORDER BY 1"
+    ) == [("m8", "true", None, None), ("m9", None, None, None), ("ok-number-id", "42", None, None)]
+    assert (report.rows_read, report.rows_loaded, report.rows_rejected) == (9, 3, 6)
+
+
+def test_lines_that_are_not_utf8_or_not_strict_json_are_rejected_with_their_text(con, landing):
+    good = json.dumps(
+        {"type": "page", "messageId": "m1", "anonymousId": "a", "timestamp": "2026-03-01"}
+    )
+    (landing / "events" / "mixed.jsonl").write_bytes(
+        b"\xef\xbb\xbf"  # a BOM before the first line
+        + good.encode()
+        + b"\r\n"
+        + b'{"type": "page", "name": "Caf\xe9"}\r\n'  # Latin-1 inside a UTF-8 file
+        + b'{"type": "page", "messageId": "m3", "anonymousId": "a",\r\n'  # truncated
+        + b'{"type": "page", "messageId": "m4", "anonymousId": "a", "timestamp": "2026-03-01",'
+        + b' "properties": {"price": Infinity}}\r\n'
+        + b"\r\n"  # blank: neither read nor rejected
+        + good.replace("m1", "m6").replace('"name"', '"NaNa"').encode()  # last line, no newline
+    )
+
+    report = load_landing(con, landing)
+
+    rejected = rows(con, "SELECT source_line, reason, raw_text FROM raw.rejected_rows ORDER BY 1")
+    assert [line for line, _reason, _text in rejected] == [2, 3, 4]
+    assert rejected[0][1] == "invalid JSON: not UTF-8 (invalid continuation byte at byte 29)"
+    assert rejected[0][2] == '{"type": "page", "name": "Caf\ufffd"}'
+    assert rejected[1][1] == "invalid JSON: unexpected end of data: line 1 column 56 (char 55)"
+    assert rejected[1][2] == '{"type": "page", "messageId": "m3", "anonymousId": "a",'
+    assert rejected[2][1].startswith("invalid JSON: ")  # Infinity is not JSON
+    assert rows(con, "SELECT message_id, _source_line FROM raw.events ORDER BY 2") == [
+        ("m1", 1),
+        ("m6", 6),
+    ]
+    assert (report.rows_read, report.rows_loaded, report.rows_rejected) == (5, 2, 3)
+
+
+def many_events(count: int) -> list[str]:
+    lines = []
+    for n in range(count):
+        message = {
+            "type": "track" if n % 3 else "identify",
+            "event": "Product Added",
+            "messageId": f"m{n}",
+            "userId": f"u{n % 50}",
+            "timestamp": (datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=n)).isoformat(),
+            "traits": {"email": f"p{n}@example.com"} if n % 3 == 0 else {},
+            "properties": {"sku": f"s{n}", "note": "x" * (n % 200 if n % 250 else 9000)},
+        }
+        lines.append("" if n % 97 == 5 else "{broken" if n % 101 == 7 else json.dumps(message))
+    return lines
+
+
+@pytest.mark.parametrize("name", ["big.jsonl", "big.jsonl.gz"])
+def test_small_blocks_give_the_same_rows_and_line_numbers_as_one_block(tmp_path, monkeypatch, name):
+    def load(block_bytes: int) -> tuple[list[tuple], list[tuple]]:
+        landing = tmp_path / f"landing-{block_bytes}"
+        (landing / "events").mkdir(parents=True)
+        write_lines(landing / "events" / name, many_events(400))
+        monkeypatch.setattr(events_module, "BLOCK_BYTES", block_bytes)
+        with duckdb.connect(str(tmp_path / f"w-{block_bytes}.duckdb")) as con:
+            load_landing(con, landing)
+            loaded = rows(
+                con,
+                "SELECT message_id, _source_line, traits::VARCHAR, properties->>'sku', event_at "
+                "FROM raw.events ORDER BY _source_line",
+            )
+            rejected = rows(
+                con, "SELECT source_line, raw_text FROM raw.rejected_rows ORDER BY source_line"
+            )
+        return loaded, rejected
+
+    whole = load(1 << 30)
+    blocked = load(16_384)  # some lines are longer: they span several reads
+
+    assert blocked == whole
+    loaded, rejected = whole
+    blank = {n for n in range(400) if n % 97 == 5}
+    broken = {n for n in range(400) if n % 101 == 7} - blank
+    assert [line for line, _text in rejected] == sorted(n + 1 for n in broken)
+    assert len(loaded) == 400 - len(blank) - len(broken)
+    assert loaded[0][:4] == ("m0", 1, '{"email":"p0@example.com"}', "s0")
+    assert loaded[1][2] is None  # {} traits: none
+
+
+def test_a_long_file_reports_a_progress_bar(con, landing, monkeypatch):
+    big = write_lines(landing / "events" / "big.jsonl", many_events(400))
+    monkeypatch.setattr(events_module, "BLOCK_BYTES", 16_384)
+    monkeypatch.setattr(landing_module, "PROGRESS_SECONDS", 0.0)
+    lines: list[str] = []
+
+    load_landing(con, landing, progress=lines.append)
+
+    bars = [line for line in lines if line.startswith("events/big.jsonl [")]
+    assert len(bars) >= 5
+    size = f"{big.stat().st_size / 1e6:.1f} MB"
+    assert bars[-1].startswith(f"events/big.jsonl [####################] 100% of {size}")
+    assert lines[-1].startswith("events/big.jsonl: ")
