@@ -3,23 +3,29 @@
 How a run works (``run_sync``):
 
 1. **Recover.** A run of this sync that ended without finishing (process killed) is closed
-   as ``interrupted``: a file it had prepared is published, and the batches it confirmed
-   are folded into the state. Its unconfirmed rows are simply planned again below.
+   as ``interrupted``: a file it had prepared is published and the batches it confirmed
+   are folded into the state. What it had not confirmed is simply planned again below.
 2. **Plan** (``plan_sync``). The model's mapped columns are rendered as canonical JSON
    (``json_object``; see ``_json_value``) keyed by ``CAST(primary_key AS VARCHAR)``,
-   restricted to rows with consent, and hashed (md5). A FULL OUTER JOIN in DuckDB with the
-   delivered state gives ``added`` (new key), ``changed`` (hash differs) and ``removed``
-   (key gone); the sync's mode turns them into operations (``MODE_OPERATIONS``). The plan
-   is a TEMP table: a snapshot that later changes to the model do not affect.
-3. **Deliver.** Operations are read ``batch_size`` at a time (never the whole model in
-   Python) and written. After each batch, one transaction records the delivered rows in
-   the delivery journal (``sync_deliveries``), the rejected ones in ``sync_row_errors``
-   and the batch in ``sync_batches``: a crash loses at most the batch in flight, and that
-   batch is sent again with the same operation and batch ids, which destinations apply
-   once (idempotent writes or deduplication by id). File destinations stage everything
-   and are published after the journal records the run (two-phase; see ``base.py``).
-4. **Finish.** One transaction folds the journal into ``sync_state`` and completes the
-   run's row in ``sync_runs`` (status, counts, duration).
+   restricted to rows with consent, and hashed (md5). A FULL OUTER JOIN in DuckDB with
+   ``sync_state`` gives ``added`` (new key), ``changed`` (hash differs) and ``removed``
+   (key gone); the sync's mode turns them into operations (``MODE_OPERATIONS``), each with
+   a deterministic id. A run writes its plan to a table of the ``reverse_etl`` schema
+   (``sync_plan_<id>``, named in ``sync_runs.plan_table``) in the same transaction that
+   logs the run as ``running``: a snapshot that later changes to the model do not affect.
+3. **Deliver.** Operations are read in order, ``batch_size`` at a time (never the whole
+   model in Python), and written by one sender thread while the engine journals the
+   previous batch. Each answered batch is journaled in one small transaction: a row in
+   ``sync_batches`` (its seq range and idempotency key) and its rejected rows in
+   ``sync_row_errors``. Batches are confirmed strictly in order, so "delivered" is always
+   the plan up to the last confirmed seq, minus rejected rows. A crash leaves at most two
+   batches unconfirmed (the one on the wire, the one being journaled); the next run sends
+   them again with the same batch and operation ids, which destinations apply once
+   (idempotent writes, or deduplication by id). File
+   destinations stage everything and are published after the journal records the run
+   (two-phase; see ``destinations/base.py``).
+4. **Finish.** One transaction folds the delivered part of the plan into ``sync_state``,
+   drops the plan table and completes the run's row in ``sync_runs``.
 
 A failing run (destination down after every retry, model missing, ...) keeps the batches
 it confirmed, is logged as ``failed`` and raises ``SyncError``; the next run sends the rest.
@@ -35,6 +41,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,12 +69,13 @@ STATE_SCHEMA = "reverse_etl"
 #: Schemas never searched for an unqualified model name.
 EXCLUDED_SCHEMAS = ("raw", STATE_SCHEMA, "information_schema", "pg_catalog")
 PREVIEW_LIMIT = 20
+READ_CHUNK = 20_000  # operations read from the plan per query
 ROW_ERRORS_KEPT = 100
 
-# No PRIMARY KEY on sync_state and sync_deliveries on purpose: DuckDB's ART index makes
-# commits of large deletes very slow (11 s vs 0.6 s for 500k rows). The engine keeps
-# (sync_name, record_key) unique itself: one operation per key per run, folded with
-# delete-then-insert in one transaction.
+# No PRIMARY KEY on sync_state on purpose: DuckDB's ART index makes commits of large
+# deletes very slow (11 s vs 0.6 s for 500k rows). The engine keeps (sync_name, record_key)
+# unique itself: one operation per key per run, folded with delete-then-insert in one
+# transaction.
 STATE_DDL = (
     f"CREATE SCHEMA IF NOT EXISTS {STATE_SCHEMA}",
     f"""CREATE TABLE IF NOT EXISTS {STATE_SCHEMA}.sync_state (
@@ -95,25 +103,16 @@ STATE_DDL = (
     delivered BIGINT,
     batches BIGINT,
     output VARCHAR,
-    pending_commit VARCHAR
-)""",
-    f"""CREATE TABLE IF NOT EXISTS {STATE_SCHEMA}.sync_deliveries (
-    sync_name VARCHAR NOT NULL,
-    run_id VARCHAR NOT NULL,
-    batch_no BIGINT NOT NULL,
-    seq BIGINT NOT NULL,
-    operation VARCHAR NOT NULL,
-    record_key VARCHAR NOT NULL,
-    row_hash VARCHAR NOT NULL,
-    fields JSON NOT NULL,
-    delivered_at TIMESTAMPTZ NOT NULL
+    pending_commit VARCHAR,
+    plan_table VARCHAR
 )""",
     f"""CREATE TABLE IF NOT EXISTS {STATE_SCHEMA}.sync_batches (
     sync_name VARCHAR NOT NULL,
     run_id VARCHAR NOT NULL,
     batch_no BIGINT NOT NULL,
     batch_id VARCHAR NOT NULL,
-    operations BIGINT NOT NULL,
+    first_seq BIGINT NOT NULL,
+    last_seq BIGINT NOT NULL,
     failed BIGINT NOT NULL,
     confirmed_at TIMESTAMPTZ NOT NULL
 )""",
@@ -140,6 +139,7 @@ _RUNS_MIGRATION = (
             "batches BIGINT",
             "output VARCHAR",
             "pending_commit VARCHAR",
+            "plan_table VARCHAR",
         )
     ),
 )
@@ -172,62 +172,53 @@ def ensure_state_tables(con: duckdb.DuckDBPyConnection) -> None:
     has_new_columns = con.execute(
         "SELECT count(*) FROM information_schema.columns WHERE table_catalog = current_database()"
         f" AND table_schema = '{STATE_SCHEMA}' AND table_name = 'sync_runs'"
-        " AND column_name = 'pending_commit'"
+        " AND column_name = 'plan_table'"
     ).fetchone()[0]
     if not has_new_columns:
         for statement in _RUNS_MIGRATION:
             con.execute(statement.format(t=f"{STATE_SCHEMA}.sync_runs"))
 
 
-def _effective_state_sql(sync_name: str) -> str:
-    """The delivered state of a sync: ``sync_state`` overlaid with the delivery journal."""
-    name = _literal(sync_name)
-    removing = ", ".join(_literal(op) for op in REMOVING_OPERATIONS)
-    return f"""
-        SELECT record_key, row_hash, CAST(fields AS VARCHAR) AS fields
-        FROM {STATE_SCHEMA}.sync_state
-        WHERE sync_name = {name} AND record_key NOT IN
-            (SELECT record_key FROM {STATE_SCHEMA}.sync_deliveries WHERE sync_name = {name})
-        UNION ALL
-        SELECT record_key, row_hash, CAST(fields AS VARCHAR) AS fields FROM (
-            SELECT * FROM {STATE_SCHEMA}.sync_deliveries WHERE sync_name = {name}
-            QUALIFY row_number() OVER (
-                PARTITION BY record_key ORDER BY delivered_at DESC, seq DESC) = 1
-        ) WHERE operation NOT IN ({removing})
+def _fold_run(con: duckdb.DuckDBPyConnection, sync_name: str, run_id: str, plan_table: str) -> int:
+    """Apply what run ``run_id`` delivered to ``sync_state`` and drop its plan table
+    (inside the caller's transaction); return the number of operations delivered.
+
+    Delivered = the plan up to the last confirmed seq (batches are confirmed in order),
+    minus the rows the destination rejected.
     """
-
-
-def _fold_deliveries(con: duckdb.DuckDBPyConnection, sync_name: str) -> None:
-    """Apply the delivery journal to ``sync_state`` and empty it (inside a transaction).
-
-    Rows of a run whose staged file is not published yet (``pending_commit``) stay in the
-    journal until recovery publishes it (or, if it vanished, forgets them to resend them).
-    """
-    name = _literal(sync_name)
-    removing = ", ".join(_literal(op) for op in REMOVING_OPERATIONS)
-    journal = (
-        f"SELECT * FROM {STATE_SCHEMA}.sync_deliveries WHERE sync_name = {name}"
-        f" AND run_id NOT IN (SELECT run_id FROM {STATE_SCHEMA}.sync_runs"
-        f"  WHERE sync_name = {name} AND pending_commit IS NOT NULL)"
+    plan = f"{STATE_SCHEMA}.{_ident(plan_table)}"
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_catalog = current_database()"
+        " AND table_schema = ? AND table_name = ?",
+        [STATE_SCHEMA, plan_table],
+    ).fetchone()[0]
+    if not exists:
+        return 0
+    last_seq = con.execute(
+        f"SELECT coalesce(max(last_seq), 0) FROM {STATE_SCHEMA}.sync_batches WHERE run_id = ?",
+        [run_id],
+    ).fetchone()[0]
+    rejected = f"SELECT record_key FROM {STATE_SCHEMA}.sync_row_errors WHERE run_id = ?"
+    delivered = (
+        f"SELECT * FROM {plan} WHERE seq <= {int(last_seq)} AND record_key NOT IN"
+        f" ({rejected.replace('?', _literal(run_id))})"
     )
-    if not con.execute(f"SELECT count(*) FROM ({journal})").fetchone()[0]:
-        return
-    con.execute(
-        f"DELETE FROM {STATE_SCHEMA}.sync_state WHERE sync_name = {name} AND record_key IN"
-        f" (SELECT record_key FROM ({journal}))"
-    )
-    con.execute(
-        f"INSERT INTO {STATE_SCHEMA}.sync_state"
-        " (sync_name, record_key, row_hash, fields, synced_at)"
-        f" SELECT sync_name, record_key, row_hash, fields, delivered_at FROM ({journal}"
-        "   QUALIFY row_number() OVER ("
-        "       PARTITION BY record_key ORDER BY delivered_at DESC, seq DESC) = 1"
-        f") WHERE operation NOT IN ({removing})"
-    )
-    con.execute(
-        f"DELETE FROM {STATE_SCHEMA}.sync_deliveries WHERE sync_name = {name}"
-        f" AND run_id IN (SELECT DISTINCT run_id FROM ({journal}))"
-    )
+    count = con.execute(f"SELECT count(*) FROM ({delivered})").fetchone()[0]
+    if count:
+        name = _literal(sync_name)
+        removing = ", ".join(_literal(op) for op in REMOVING_OPERATIONS)
+        con.execute(
+            f"DELETE FROM {STATE_SCHEMA}.sync_state WHERE sync_name = {name}"
+            f" AND record_key IN (SELECT record_key FROM ({delivered}))"
+        )
+        con.execute(
+            f"INSERT INTO {STATE_SCHEMA}.sync_state"
+            " (sync_name, record_key, row_hash, fields, synced_at)"
+            f" SELECT {name}, record_key, row_hash, fields_json, now() FROM ({delivered})"
+            f" WHERE op NOT IN ({removing})"
+        )
+    con.execute(f"DROP TABLE {plan}")
+    return count
 
 
 # --------------------------------------------------------------------------- planning
@@ -247,7 +238,8 @@ class SyncPlan:
     changed: int
     removed: int
     preview: list[Operation]
-    table: str = field(repr=False)
+    table: str = field(repr=False)  # the plan table's name
+    table_sql: str = field(repr=False, default="")  # how to name it in SQL
     field_types: dict[str, str] = field(repr=False, default_factory=dict)
     con: duckdb.DuckDBPyConnection | None = field(repr=False, default=None)
 
@@ -262,10 +254,15 @@ class SyncPlan:
         """
         if size < 1:
             raise ValueError("batch size must be at least 1")
-        for number, low in enumerate(range(0, self.planned, size), start=1):
-            operations = self._fetch(low, low + size)
-            digest = hashlib.sha256("\n".join(op.id for op in operations).encode())
-            yield Batch(id=digest.hexdigest()[:32], number=number, operations=operations)
+        chunk = max(1, READ_CHUNK // size) * size  # read several batches per query
+        number = 0
+        for chunk_low in range(0, self.planned, chunk):
+            rows = self._fetch(chunk_low, chunk_low + chunk)
+            for start in range(0, len(rows), size):
+                operations = rows[start : start + size]
+                number += 1
+                digest = hashlib.sha256("\n".join(op.id for op in operations).encode())
+                yield Batch(id=digest.hexdigest()[:32], number=number, operations=operations)
 
     def operations(self) -> Iterator[Operation]:
         for batch in self.batches():
@@ -276,16 +273,18 @@ class SyncPlan:
             raise RuntimeError(f"plan of sync {self.sync_name!r} is closed")
         rows = self.con.execute(
             "SELECT op, record_key, fields_json, previous_json, op_id"
-            f" FROM {_ident(self.table)} WHERE seq > ? AND seq <= ? ORDER BY seq",
+            f" FROM {self.table_sql} WHERE seq > ? AND seq <= ? ORDER BY seq",
             [low, high],
         ).fetchall()
         return [Operation(*row) for row in rows]
 
     def close(self) -> None:
+        """Drop a TEMP plan (a run's plan table is dropped when the run is folded)."""
         if self.con is not None:
-            # if the connection is already closed, the temp table is gone with it
-            with contextlib.suppress(duckdb.Error):
-                self.con.execute(f"DROP TABLE IF EXISTS temp.{_ident(self.table)}")
+            if self.table_sql.startswith("temp."):
+                # if the connection is already closed, the temp table is gone with it
+                with contextlib.suppress(duckdb.Error):
+                    self.con.execute(f"DROP TABLE IF EXISTS {self.table_sql}")
             self.con = None
 
     def __enter__(self) -> Self:
@@ -387,13 +386,19 @@ def _consent_filter(
     return f"coalesce({test}, false)"  # NULL is not consent
 
 
-def plan_sync(con: duckdb.DuckDBPyConnection, sync: SyncConfig) -> SyncPlan:
-    """Diff the model against the delivered state and return the plan (nothing is sent)."""
+def plan_sync(
+    con: duckdb.DuckDBPyConnection, sync: SyncConfig, *, table: str | None = None
+) -> SyncPlan:
+    """Diff the model against the delivered state and return the plan (nothing is sent).
+
+    The plan is a TEMP table, or the table ``reverse_etl.<table>`` when ``table`` is given
+    (a run's plan, kept until the run is folded, even across a crash).
+    """
     ensure_state_tables(con)
-    schema, table = resolve_model(con, sync)
-    model_sql = f"{_ident(schema)}.{_ident(table)}"
-    model_name = f"{schema}.{table}"
-    columns = _columns(con, schema, table)
+    schema, model_table = resolve_model(con, sync)
+    model_sql = f"{_ident(schema)}.{_ident(model_table)}"
+    model_name = f"{schema}.{model_table}"
+    columns = _columns(con, schema, model_table)
     available = ", ".join(name for name, _ in columns.values())
 
     missing = [(f, c) for f, c in sync.fields.items() if c.lower() not in columns]
@@ -444,10 +449,14 @@ def plan_sync(con: duckdb.DuckDBPyConnection, sync: SyncConfig) -> SyncPlan:
     operations = MODE_OPERATIONS[sync.mode]
     op_case = " ".join(f"WHEN {_literal(k)} THEN {_literal(op)}" for k, op in operations.items())
     kinds = ", ".join(_literal(kind) for kind in operations)
-    plan_table = f"reverse_etl_plan_{uuid.uuid4().hex[:16]}"
+    if table is None:
+        plan_table = f"reverse_etl_plan_{uuid.uuid4().hex[:16]}"
+        table_sql = f"temp.{_ident(plan_table)}"
+    else:
+        plan_table, table_sql = table, f"{STATE_SCHEMA}.{_ident(table)}"
     con.execute(
         f"""
-        CREATE TEMP TABLE {_ident(plan_table)} AS
+        CREATE {"TEMP " if table is None else ""}TABLE {table_sql} AS
         WITH cur AS (
             SELECT *, md5(fields_json) AS row_hash
             FROM (
@@ -457,7 +466,10 @@ def plan_sync(con: duckdb.DuckDBPyConnection, sync: SyncConfig) -> SyncPlan:
                 WHERE {consent}
             )
         ),
-        prev AS ({_effective_state_sql(sync.name)}),
+        prev AS (
+            SELECT record_key, row_hash, CAST(fields AS VARCHAR) AS fields
+            FROM {STATE_SCHEMA}.sync_state WHERE sync_name = {_literal(sync.name)}
+        ),
         diff AS (
             SELECT CASE WHEN prev.record_key IS NULL THEN 'added'
                         WHEN cur.record_key IS NULL THEN 'removed'
@@ -490,6 +502,7 @@ def plan_sync(con: duckdb.DuckDBPyConnection, sync: SyncConfig) -> SyncPlan:
         removed=0,
         preview=[],
         table=plan_table,
+        table_sql=table_sql,
         field_types={f: dtype for f, (_, dtype) in mapped.items()},
         con=con,
     )
@@ -497,11 +510,12 @@ def plan_sync(con: duckdb.DuckDBPyConnection, sync: SyncConfig) -> SyncPlan:
         plan.added, plan.changed, plan.removed = con.execute(
             "SELECT count(*) FILTER (WHERE kind = 'added'),"
             " count(*) FILTER (WHERE kind = 'changed'),"
-            f" count(*) FILTER (WHERE kind = 'removed') FROM {_ident(plan_table)}"
+            f" count(*) FILTER (WHERE kind = 'removed') FROM {table_sql}"
         ).fetchone()
         plan.preview = plan._fetch(0, PREVIEW_LIMIT)
     except BaseException:
-        plan.close()
+        if table is None:
+            plan.close()
         raise
     return plan
 
@@ -532,6 +546,7 @@ class SyncResult:
     finished_at: datetime | None = None
     row_errors: list[RowResult] = field(default_factory=list)  # first ROW_ERRORS_KEPT
     preview: list[Operation] = field(default_factory=list)  # first operations planned
+    plan_table: str | None = field(default=None, repr=False)  # until the run is folded
 
 
 _RUN_COLUMNS = (
@@ -552,6 +567,7 @@ _RUN_COLUMNS = (
     "duration_seconds",
     "error",
     "output",
+    "plan_table",
 )
 
 
@@ -581,41 +597,32 @@ class _Confirmation:
 
     number: int
     batch_id: str
-    low: int  # seq > low
-    high: int  # seq <= high
+    first_seq: int
+    last_seq: int
     failures: list[tuple[str, str, str]]  # (key, operation, reason)
 
 
 def _confirm(
     con: duckdb.DuckDBPyConnection,
-    plan: SyncPlan,
+    sync_name: str,
     run_id: str,
     confirmations: list[_Confirmation],
     pending_commit: str | None = None,
 ) -> None:
-    """One transaction: journal the delivered rows, the rejected rows and the batches."""
-    name = plan.sync_name
+    """One transaction: journal answered batches (and their rejected rows)."""
     con.begin()
     try:
         for c in confirmations:
-            failed_keys = [key for key, _, _ in c.failures]
-            con.execute(
-                f"INSERT INTO {STATE_SCHEMA}.sync_deliveries SELECT ?, ?, ?, seq, op,"
-                " record_key, row_hash, fields_json, now()"
-                f" FROM {_ident(plan.table)} WHERE seq > ? AND seq <= ?"
-                " AND record_key NOT IN (SELECT unnest(?::VARCHAR[]))",
-                [name, run_id, c.number, c.low, c.high, failed_keys],
-            )
             if c.failures:
                 keys, operations, reasons = map(list, zip(*c.failures))
                 con.execute(
                     f"INSERT INTO {STATE_SCHEMA}.sync_row_errors SELECT ?, ?, ?,"
                     " unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), now()",
-                    [name, run_id, c.number, keys, operations, reasons],
+                    [sync_name, run_id, c.number, keys, operations, reasons],
                 )
             con.execute(
-                f"INSERT INTO {STATE_SCHEMA}.sync_batches VALUES (?, ?, ?, ?, ?, ?, now())",
-                [name, run_id, c.number, c.batch_id, c.high - c.low, len(c.failures)],
+                f"INSERT INTO {STATE_SCHEMA}.sync_batches VALUES (?, ?, ?, ?, ?, ?, ?, now())",
+                [sync_name, run_id, c.number, c.batch_id, c.first_seq, c.last_seq, len(c.failures)],
             )
         if pending_commit is not None:
             con.execute(
@@ -676,42 +683,40 @@ def _exclusive(con: duckdb.DuckDBPyConnection, sync: SyncConfig):
 def recover_interrupted_runs(con: duckdb.DuckDBPyConnection, sync: SyncConfig) -> int:
     """Close the runs of ``sync`` that did not finish; return how many there were.
 
-    A prepared file is published, confirmed batches are folded into the state, the run is
-    marked ``interrupted``. What it had not confirmed is in the next plan.
+    A file a run had prepared and recorded is published; the batches it confirmed are
+    folded into the state; a run still ``running`` is marked ``interrupted``. What it had
+    not confirmed is in the next plan. Nothing new is sent.
     """
     runs = con.execute(
-        f"SELECT run_id, status, destination_type, pending_commit FROM {STATE_SCHEMA}.sync_runs"
-        " WHERE sync_name = ? AND (status = 'running' OR pending_commit IS NOT NULL)"
+        f"SELECT run_id, status, destination_type, pending_commit, plan_table"
+        f" FROM {STATE_SCHEMA}.sync_runs WHERE sync_name = ?"
+        " AND (status = 'running' OR pending_commit IS NOT NULL OR plan_table IS NOT NULL)"
         " ORDER BY started_at",
         [sync.name],
     ).fetchall()
-    for run_id, status, destination_type, pending_commit in runs:
+    for run_id, status, destination_type, pending_commit, plan_table in runs:
         if pending_commit is not None:
             try:
                 destination_class(destination_type).commit(pending_commit)
             except StagedDataLost as lost:
-                # the rows were never published: forget them so that they are sent again
-                con.execute(
-                    f"DELETE FROM {STATE_SCHEMA}.sync_deliveries WHERE run_id = ?", [run_id]
-                )
+                # never published: forget its batches, so that its rows are sent again
+                con.execute(f"DELETE FROM {STATE_SCHEMA}.sync_batches WHERE run_id = ?", [run_id])
                 log.warning("sync %s: %s; its rows will be sent again", sync.name, lost)
-            con.execute(
-                f"UPDATE {STATE_SCHEMA}.sync_runs SET pending_commit = NULL WHERE run_id = ?",
-                [run_id],
-            )
-        delivered = con.execute(
-            f"SELECT count(*) FROM {STATE_SCHEMA}.sync_deliveries WHERE run_id = ?", [run_id]
-        ).fetchone()[0]
         con.begin()
         try:
-            _fold_deliveries(con, sync.name)
+            delivered = _fold_run(con, sync.name, run_id, plan_table) if plan_table else None
+            con.execute(
+                f"UPDATE {STATE_SCHEMA}.sync_runs SET pending_commit = NULL, plan_table = NULL"
+                " WHERE run_id = ?",
+                [run_id],
+            )
             if status == "running":
                 con.execute(
                     f"UPDATE {STATE_SCHEMA}.sync_runs SET status = 'interrupted',"
                     " delivered = ?, failed = planned - ?, error = ? WHERE run_id = ?",
                     [
-                        delivered,
-                        delivered,
+                        delivered or 0,
+                        delivered or 0,
                         "the process stopped before the run finished; its confirmed batches "
                         "were kept and the rest was planned again by the next run",
                         run_id,
@@ -722,15 +727,11 @@ def recover_interrupted_runs(con: duckdb.DuckDBPyConnection, sync: SyncConfig) -
             con.rollback()
             raise
         log.warning(
-            "sync %s: closed interrupted run %s (%d rows kept)", sync.name, run_id, delivered
+            "sync %s: closed interrupted run %s (%d operations kept)",
+            sync.name,
+            run_id,
+            delivered or 0,
         )
-    con.begin()
-    try:
-        _fold_deliveries(con, sync.name)  # e.g. a failed run that could not fold
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
     return len(runs)
 
 
@@ -740,8 +741,9 @@ def run_sync(
     """Plan the sync and send the changes; return what happened (also in ``sync_runs``).
 
     ``base_dir`` is where relative destination paths resolve (the warehouse file's
-    folder). ``dry_run=True`` only plans: nothing is sent, state untouched, the run is
-    logged with status ``dry_run``. Raises ``SyncError`` if the run failed.
+    folder). ``dry_run=True`` only plans: nothing is sent, the run is logged with status
+    ``dry_run`` (interrupted runs are closed first, which sends nothing). Raises
+    ``SyncError`` if the run failed.
     """
     started_at = datetime.now(UTC)
     clock = time.perf_counter()
@@ -772,41 +774,59 @@ def run_sync(
             result.failed = result.planned - result.delivered
         return result
 
+    def fold_and_save() -> None:
+        """One transaction: the delivered part of the plan into the state, the run row."""
+        con.begin()
+        try:
+            pending = con.execute(
+                f"SELECT pending_commit FROM {STATE_SCHEMA}.sync_runs WHERE run_id = ?",
+                [result.run_id],
+            ).fetchone()
+            # a file recorded but not published yet: recovery publishes it, then folds
+            if result.plan_table is not None and not (pending and pending[0]):
+                result.delivered = _fold_run(con, sync.name, result.run_id, result.plan_table)
+                result.plan_table = None
+            _save_run(con, finish(result.status))
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+
     plan: SyncPlan | None = None
     claimed = False
     try:
         ensure_state_tables(con)
         with _exclusive(con, sync):
             claimed = True
-            if not dry_run:
-                recover_interrupted_runs(con, sync)
-            plan = plan_sync(con, sync)
-            result.planned, result.added = plan.planned, plan.added
-            result.changed, result.removed = plan.changed, plan.removed
-            result.preview = plan.preview
+            recover_interrupted_runs(con, sync)
             if dry_run:
+                plan = plan_sync(con, sync)
+                _count(result, plan)
                 _save_run(con, finish("dry_run"))
                 return result
-            result.status = "running"
-            _save_run(con, result)
-            if plan.planned:
-                _deliver(con, sync, plan, result, Path(base_dir))
-            if result.delivered < result.planned:
-                first = result.row_errors[0].error if result.row_errors else ""
-                result.error = redact(
-                    f"{result.planned - result.delivered} row(s) rejected by the destination, "
-                    "recorded in reverse_etl.sync_row_errors and sent again next run "
-                    f"(first reason: {first})"
-                )
-            finish("partial" if result.delivered < result.planned else "succeeded")
-            con.begin()
+            con.begin()  # the plan table and the 'running' row appear together
             try:
-                _fold_deliveries(con, sync.name)
+                plan = plan_sync(con, sync, table=f"sync_plan_{result.run_id}")
+                _count(result, plan)
+                result.status, result.plan_table = "running", plan.table
                 _save_run(con, result)
                 con.commit()
             except BaseException:
                 con.rollback()
+                plan = None
                 raise
+            if plan.planned:
+                _deliver(con, sync, plan, result, Path(base_dir))
+            rejected = result.planned - result.delivered
+            if rejected:
+                first = result.row_errors[0].error if result.row_errors else ""
+                result.error = redact(
+                    f"{rejected} row(s) rejected by the destination, recorded in "
+                    "reverse_etl.sync_row_errors and sent again next run "
+                    f"(first reason: {first})"
+                )
+            result.status = "partial" if rejected else "succeeded"
+            fold_and_save()
         log.info(
             "sync %s: %d planned (%d added, %d changed, %d removed), %d delivered, "
             "%d failed, %d batches, %.2fs",
@@ -828,17 +848,12 @@ def run_sync(
             reason = f"{type(exc).__name__}: {exc}"
         reason = redact(reason)
         result.error = reason
+        result.status = "failed"
         try:
-            finish("failed")
-            con.begin()
-            try:
-                if claimed:  # keep what this run confirmed before the failure
-                    _fold_deliveries(con, sync.name)
-                _save_run(con, result)
-                con.commit()
-            except BaseException:
-                con.rollback()
-                raise
+            if claimed:  # keep what this run confirmed before the failure
+                fold_and_save()
+            else:
+                _save_run(con, finish("failed"))
         except Exception:  # e.g. connection broken: the next run recovers; the raise matters
             log.exception("sync %s: could not record the failed run", sync.name)
         if not isinstance(exc, Exception):
@@ -854,6 +869,12 @@ def run_sync(
             plan.close()
 
 
+def _count(result: SyncResult, plan: SyncPlan) -> None:
+    result.planned, result.added = plan.planned, plan.added
+    result.changed, result.removed = plan.changed, plan.removed
+    result.preview = plan.preview
+
+
 def _deliver(
     con: duckdb.DuckDBPyConnection,
     sync: SyncConfig,
@@ -861,7 +882,7 @@ def _deliver(
     result: SyncResult,
     base_dir: Path,
 ) -> None:
-    """Send the plan batch by batch, journaling each confirmed batch."""
+    """Send the plan batch by batch, journaling each answered batch."""
     context = SyncContext(
         sync_name=sync.name,
         run_id=result.run_id,
@@ -873,32 +894,37 @@ def _deliver(
         started_at=result.started_at or datetime.now(UTC),
     )
     destination = build_destination(sync.destination, context)
+    # One sender thread: batch k is on the wire while the engine journals batch k-1 and
+    # reads batch k+1 from DuckDB (both release the GIL). Batch k is only handed over once
+    # batch k-1 was answered, so nothing is sent after a batch that failed.
+    sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sync-{sync.name}")
     try:
         destination.check_connection()
         staged: list[_Confirmation] = []
-        for batch in plan.batches(destination.batch_size):
-            failures = _check_results(destination.write(batch), batch, destination)
-            low = (batch.number - 1) * destination.batch_size
-            operation = {op.key: op.op for op in batch}
-            confirmation = _Confirmation(
-                batch.number,
-                batch.id,
-                low,
-                low + len(batch),
-                [(key, operation[key], reason) for key, reason in failures.items()],
-            )
+
+        def record(confirmation: _Confirmation) -> None:
             if destination.delivers_on_commit:
-                staged.append(confirmation)
+                staged.append(confirmation)  # journaled once the file is prepared
             else:
-                _confirm(con, plan, result.run_id, [confirmation])
+                _confirm(con, sync.name, result.run_id, [confirmation])
             result.batches += 1
-            result.delivered += len(batch) - len(failures)
-            for key, reason in failures.items():
+            result.delivered += confirmation.last_seq - confirmation.first_seq + 1
+            result.delivered -= len(confirmation.failures)
+            for key, _, reason in confirmation.failures:
                 if len(result.row_errors) < ROW_ERRORS_KEPT:
                     result.row_errors.append(RowResult(key, False, reason))
+
+        in_flight: tuple[Batch, Future] | None = None
+        for batch in plan.batches(destination.batch_size):
+            answered = _answered(*in_flight, destination) if in_flight else None
+            in_flight = (batch, sender.submit(destination.write, batch))
+            if answered is not None:
+                record(answered)
+        if in_flight is not None:
+            record(_answered(*in_flight, destination))
         if destination.delivers_on_commit:
             token = destination.prepare()
-            _confirm(con, plan, result.run_id, staged, pending_commit=token)
+            _confirm(con, sync.name, result.run_id, staged, pending_commit=token)
             if token is not None:
                 type(destination).commit(token)
                 con.execute(
@@ -906,13 +932,20 @@ def _deliver(
                     [result.run_id],
                 )
         result.output = destination.output
-    except BaseException:
-        if destination.delivers_on_commit:  # staged batches count only once recorded
-            with contextlib.suppress(duckdb.Error):
-                result.delivered = con.execute(
-                    f"SELECT count(*) FROM {STATE_SCHEMA}.sync_deliveries WHERE run_id = ?",
-                    [result.run_id],
-                ).fetchone()[0]
-        raise
     finally:
+        sender.shutdown(wait=True)  # let a batch on the wire finish before closing
         destination.close()
+
+
+def _answered(batch: Batch, future: Future, destination: Destination) -> _Confirmation:
+    """Wait for a batch's answer (raising its failure) and describe what to journal."""
+    failures = _check_results(future.result(), batch, destination)
+    first_seq = (batch.number - 1) * destination.batch_size + 1
+    operation = {op.key: op.op for op in batch}
+    return _Confirmation(
+        batch.number,
+        batch.id,
+        first_seq,
+        first_seq + len(batch) - 1,
+        [(key, operation[key], reason) for key, reason in failures.items()],
+    )

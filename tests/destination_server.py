@@ -148,6 +148,12 @@ class DestinationServer:
         if self._pause is not None:
             self._pause.resume.set()
 
+    def wait_for_requests(self, count: int, timeout: float = 10.0) -> None:
+        """Wait until ``count`` requests were answered (a slow answer comes in late)."""
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+
     def requests_to(self, route: str) -> list[Request]:
         with self.lock:
             return [r for r in self.requests if r.route == route]
@@ -332,6 +338,7 @@ def _route(path: str) -> str:
 def _handler(server: DestinationServer) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as APIs do
+        disable_nagle_algorithm = True  # answers go out at once (no delayed-ACK stalls)
 
         def log_message(self, *args) -> None:  # quiet
             return None
@@ -371,10 +378,29 @@ def _handler(server: DestinationServer) -> type[http.server.BaseHTTPRequestHandl
             for name, value in headers.items():
                 self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(payload)
+            try:
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client is gone (killed in a test)
 
         do_POST = _serve
         do_DELETE = _serve
+
+        def do_GET(self) -> None:
+            """``GET /_stats``: what the server holds (for the benchmark, in another process)."""
+            with server.lock:
+                stats = {
+                    "records": {path: len(rows) for path, rows in server.records.items()},
+                    "applied_operations": len(server.applied_operations),
+                    "max_applications": max(server.applied_operations.values(), default=0),
+                    "requests": len(server.requests),
+                }
+            payload = orjson.dumps(stats)
+            self.send_response(200 if self.path == "/_stats" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
 
     return Handler
 

@@ -154,6 +154,11 @@ def test_first_sync_sends_every_row_as_an_upsert(con, tmp_path):
         "lifetime_revenue": 1200.5,
     }
     assert set(state(con)) == {"1", "2", "3", "4", "5"}
+    # the run's plan table is gone once the run is folded into the state
+    assert con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'reverse_etl'"
+        " AND table_catalog = current_database() ORDER BY 1"
+    ).fetchall() == [("sync_batches",), ("sync_row_errors",), ("sync_runs",), ("sync_state",)]
 
 
 def test_a_second_run_without_changes_sends_nothing_and_writes_no_file(con, tmp_path):
@@ -203,8 +208,9 @@ def test_operations_are_split_into_batches_of_the_destination_batch_size(
     assert writes == [2, 2, 1]
     assert result.batches == 3
     assert con.execute(
-        "SELECT batch_no, operations, failed FROM reverse_etl.sync_batches ORDER BY batch_no"
-    ).fetchall() == [(1, 2, 0), (2, 2, 0), (3, 1, 0)]
+        "SELECT batch_no, first_seq, last_seq, failed FROM reverse_etl.sync_batches"
+        " ORDER BY batch_no"
+    ).fetchall() == [(1, 1, 2, 0), (2, 3, 4, 0), (3, 5, 5, 0)]
     assert [line["key"] for line in read_jsonl(result.output)] == ["1", "2", "3", "4", "5"]
 
 
