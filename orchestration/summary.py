@@ -81,3 +81,21 @@ def print_run_summary(warehouse: Path, *, since: datetime, seconds: float, run_i
         )
     else:
         print("Syncs      none ran")
+    for line in _syncs_not_in_this_run():
+        print(f"           {line}")
+
+
+def _syncs_not_in_this_run() -> list[str]:
+    """Syncs of syncs.yml the pipeline does not run: disabled, or on their own schedule."""
+    from orchestration.paths import SYNCS_FILE
+    from reverse_etl.config import load_syncs
+
+    syncs = load_syncs(SYNCS_FILE)
+    disabled = [s.name for s in syncs if not s.enabled]
+    scheduled = [f"{s.name} ({s.schedule})" for s in syncs if s.enabled and s.schedule]
+    lines = []
+    if disabled:
+        lines.append(f"not run, enabled: false in syncs.yml: {', '.join(disabled)}")
+    if scheduled:
+        lines.append(f"on their own schedule: {', '.join(scheduled)}")
+    return lines
