@@ -893,3 +893,146 @@ def test_a_sync_cannot_run_twice_at_the_same_time(con, tmp_path, monkeypatch):
 
     assert result.status == "succeeded"
     assert "already running" in instances[0].refusal
+
+
+# --------------------------------------------------------------------------- config: new keys
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "    mode: mirror\n",
+            "",
+            "'mode' is missing: choose one of upsert, update, insert, mirror, audience "
+            "(a file destination supports mirror, upsert, insert)",
+        ),
+        (
+            "    mode: mirror\n",
+            "    mode: audience\n",
+            "'mode' 'audience' is not supported here: a file destination supports mirror, "
+            "upsert, insert",
+        ),
+        ("    mode: mirror\n", "    mode: sync\n", "'mode' 'sync' is not a mode: use one of"),
+        (
+            "    mode: mirror\n",
+            "    mode: mirror\n    consent: email = 'yes'\n",
+            "'consent' \"email = 'yes'\" is not valid: name a BOOLEAN column of the model",
+        ),
+        (
+            "    mode: mirror\n",
+            "    mode: mirror\n    schedule: every hour\n",
+            "'schedule' 'every hour' is not a cron expression",
+        ),
+        (
+            "    mode: mirror\n",
+            "    mode: mirror\n    enabled: maybe\n",
+            "'enabled' is 'maybe': use true or false",
+        ),
+        (
+            "      path: exports/high_value_customers\n",
+            "      path: exports/high_value_customers\n      batch_size: 0\n",
+            "'destination.batch_size' is 0: it must be at least 1",
+        ),
+    ],
+    ids=[
+        "missing-mode",
+        "mode-the-destination-lacks",
+        "unknown-mode",
+        "consent-not-a-column",
+        "bad-schedule",
+        "enabled-not-a-boolean",
+        "batch-size-zero",
+    ],
+)
+def test_new_sync_keys_are_validated_with_the_fix(tmp_path, old, new, expected):
+    assert old in VALID_SYNC
+    path = write_config(tmp_path, VALID_SYNC.replace(old, new))
+
+    with pytest.raises(ConfigError) as failure:
+        load_syncs(path)
+
+    assert expected in str(failure.value)
+
+
+def test_consent_schedule_and_enabled_are_read_from_the_file(tmp_path):
+    path = write_config(
+        tmp_path,
+        VALID_SYNC.replace(
+            "    mode: mirror\n",
+            "    mode: mirror\n    consent: not is_unsubscribed_from_email\n"
+            '    schedule: "*/30 * * * *"\n    enabled: false\n',
+        ),
+    )
+
+    [sync] = load_syncs(path)
+
+    assert sync.consent == Consent("is_unsubscribed_from_email", negated=True)
+    assert (sync.schedule, sync.enabled) == ("*/30 * * * *", False)
+
+
+@pytest.mark.parametrize(
+    ("destination", "expected"),
+    [
+        (
+            "      type: webhook\n      url: https://x.example/h\n      secret_env: my secret\n",
+            "'destination.secret_env' is 'my secret': give the NAME of the environment "
+            "variable that holds the secret (e.g. SECRET), never the secret itself",
+        ),
+        (
+            "      type: webhook\n      url: ftp://x.example/h\n      secret_env: S\n",
+            "'destination.url' 'ftp://x.example/h' is not an http(s) URL",
+        ),
+        (
+            "      type: postgres\n      dsn_env: PG\n      table: a.b.c\n",
+            "'destination.table' 'a.b.c' is not a plain table name",
+        ),
+        (
+            "      type: audience\n      audience_id: '1'\n      access_token_env: T\n"
+            "      default_country_code: 1\n",
+            "'destination.default_country_code' is 1: give the calling code as a quoted string",
+        ),
+        (
+            "      type: webhook\n      url: https://x.example/h\n      secret_env: S\n"
+            "      timeout_seconds: soon\n",
+            "'destination.timeout_seconds' is 'soon': give a number",
+        ),
+    ],
+    ids=["secret-value-instead-of-name", "not-http", "table-name", "country-code", "timeout"],
+)
+def test_destination_settings_are_validated_with_the_fix(tmp_path, destination, expected):
+    mode = "audience" if "audience" in destination else "mirror"
+    text = (
+        "syncs:\n  - name: s\n    model: m\n    primary_key: customer_id\n"
+        f"    mode: {mode}\n    destination:\n{destination}"
+        "    fields: [customer_id, email]\n"
+    )
+
+    with pytest.raises(ConfigError) as failure:
+        load_syncs(write_config(tmp_path, text))
+
+    assert expected in str(failure.value)
+
+
+def test_a_secret_never_shows_its_value():
+    from reverse_etl.destinations.base import Secret
+
+    secret = Secret("HUBSPOT_ACCESS_TOKEN", "pat-na1-very-secret")
+
+    assert "very-secret" not in repr(secret) + str(secret) + f"{secret}"
+    assert repr(secret) == "Secret($HUBSPOT_ACCESS_TOKEN)"
+    assert secret.reveal() == "pat-na1-very-secret"
+
+
+def test_redact_masks_emails_and_phone_numbers_but_not_ids():
+    from reverse_etl.pii import redact
+
+    text = (
+        "Email address Ana.Lima+promo@Example.co.uk is invalid; phone +1 (415) 555-0123 and "
+        "0044 20 7946 0018 refused for cus_3f2a9b8c7d6e5f41 in run 1234567890abcdef"
+    )
+
+    assert redact(text) == (
+        "Email address <email> is invalid; phone <phone> and <phone> refused for "
+        "cus_3f2a9b8c7d6e5f41 in run 1234567890abcdef"
+    )
