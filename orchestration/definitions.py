@@ -3,6 +3,7 @@
 import dagster as dg
 
 from orchestration.assets.dbt import build_dbt_assets
+from orchestration.assets.predictive import build_predictive_asset
 from orchestration.assets.publish import build_publish_asset
 from orchestration.assets.raw import raw_tables
 from orchestration.assets.syncs import build_sync_assets, build_sync_schedules
@@ -23,7 +24,13 @@ def defs() -> dg.Definitions:
     sync_assets = build_sync_assets(syncs, dbt_models)
     upstream = list(dbt_models.keys) + [key for asset in sync_assets for key in asset.keys]
     return dg.Definitions(
-        assets=[raw_tables, dbt_models, *sync_assets, build_publish_asset(upstream)],
+        assets=[
+            raw_tables,
+            dbt_models,
+            *sync_assets,
+            build_predictive_asset(dbt_models),
+            build_publish_asset(upstream),
+        ],
         asset_checks=[raw_data_quality],
         jobs=[cdp_pipeline],
         schedules=[hourly_refresh, *build_sync_schedules(syncs)],

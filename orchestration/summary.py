@@ -7,6 +7,7 @@ import dagster as dg
 
 from orchestration.assets.raw import unreadable_files
 from orchestration.checks import quality_lines
+from orchestration.lookup import latest_propensity_run, propensity_summary
 from orchestration.warehouse import connect_published
 
 
@@ -42,8 +43,10 @@ def print_run_summary(warehouse: Path, *, since: datetime, seconds: float, run_i
             ).fetchall()
         )
         segments = con.execute(
-            "select segment_name, member_count from cdp.segments order by segment_name"
+            "select segment_name, member_count, entered_count, exited_count from cdp.segments "
+            "order by segment_name"
         ).fetchall()
+        propensity = latest_propensity_run(con)
         syncs = con.execute(
             "select sync_name, status, added, changed, removed, failed from reverse_etl.sync_runs "
             "where started_at >= ? order by sync_name",
@@ -68,8 +71,15 @@ def print_run_summary(warehouse: Path, *, since: datetime, seconds: float, run_i
     )
     print(
         "Segments   "
-        + ("\n           ".join(f"{name}: {count:,}" for name, count in segments) or "none")
+        + (
+            "\n           ".join(
+                f"{name}: {count:,} ({entered:,} entered, {exited:,} exited)"
+                for name, count, entered, exited in segments
+            )
+            or "none"
+        )
     )
+    print(f"Propensity {propensity_summary(propensity)}")
     if syncs:
         print(
             "Syncs      "

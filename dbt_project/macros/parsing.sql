@@ -13,7 +13,8 @@ case
 end
 {%- endmacro %}
 
-{# The reference time for segment time windows: var segments_as_of, else the newest event. #}
+{# The reference time of time windows and day counts (segments, cdp.customers): var segments_as_of,
+   else the newest event. #}
 {% macro segments_as_of() -%}
 {%- if var('segments_as_of', none) -%}
 cast('{{ var("segments_as_of") }}' as timestamptz)

@@ -1,4 +1,5 @@
--- Customers we may email (an address, not unsubscribed) who have never completed an order.
+-- Customers we may email (an address and no opt-out: see the consent columns of cdp.customers)
+-- who have never completed an order.
 with customers as (
     select * from {{ ref('customers') }}
 ),
@@ -10,10 +11,10 @@ final as (
         first_name,
         last_name,
         lifecycle_stage,
+        email_consent,
         first_seen_at,
     from customers
-    where email is not null
-        and not is_unsubscribed_from_email
+    where is_email_contactable
         and order_count = 0
 )
 

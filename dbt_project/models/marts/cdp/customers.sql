@@ -1,14 +1,30 @@
--- The single customer view: one row per resolved customer. Names, company and lifecycle
--- stage come from the CRM (the most recently created contact), else the latest identify
--- traits; email and phone are the customer's most recently seen ones (junk values never
--- qualify: they are held out of identity); behaviour from events; pipeline from deals and
--- tickets.
-with resolved as (
-    select * from {{ ref('identity_resolved') }}
+-- The golden record: one row per resolved customer.
+-- Profile fields follow the survivorship rules of vars.customer_field_sources
+-- (intermediate.int_customer_profile_values shows every candidate value and the survivor).
+-- Consent per channel is the latest signal (intermediate.int_customer_consent_signals), with
+-- the time the state last changed. Behaviour comes from cdp.customer_events, pipeline from CRM
+-- deals and tickets, purchase_propensity from intermediate.int_purchase_propensity. Day counts
+-- are whole days (24 hours) before the reference time (macro segments_as_of).
+{%- set channels = consent_channels() %}
+
+with identifiers as (
+    select * from {{ ref('customer_identifiers') }}
 ),
 
 events as (
     select * from {{ ref('customer_events') }} where customer_id is not null
+),
+
+profile_values as (
+    select * from {{ ref('int_customer_profile_values') }} where is_survivor
+),
+
+consent_signals as (
+    select * from {{ ref('int_customer_consent_signals') }}
+),
+
+propensity as (
+    select * from {{ ref('int_purchase_propensity') }}
 ),
 
 contacts as (
@@ -29,61 +45,139 @@ identity as (
         min(first_seen_at) as first_seen_at,
         max(last_seen_at) as last_seen_at,
         count(*) as identifier_count,
-        arg_max(identifier_value, last_seen_at) filter (where identifier_type = 'email') as email,
-        arg_max(identifier_value, last_seen_at) filter (where identifier_type = 'phone') as phone,
-    from resolved
+        count(*) filter (where identifier_type = 'crm_contact_id') as crm_contact_count,
+    from identifiers
     group by customer_id
 ),
 
-contact_customers as (
-    select r.customer_id, c.*
-    from contacts as c
-    inner join resolved as r
-        on r.identifier_type = 'crm_contact_id' and r.identifier_value = c.contact_id
-),
-
-crm_profile as (
+profile as (
     select
         customer_id,
-        arg_max(first_name, created_at) filter (where first_name is not null) as first_name,
-        arg_max(last_name, created_at) filter (where last_name is not null) as last_name,
-        arg_max(company_name, created_at) filter (where company_name is not null) as company_name,
-        arg_max(lifecycle_stage, created_at) filter (where lifecycle_stage is not null) as lifecycle_stage,
-        bool_or(is_unsubscribed_from_email) as is_unsubscribed_from_email,
-        count(*) as crm_contact_count,
-    from contact_customers
+        {%- for field in customer_profile_fields() %}
+        max(value) filter (where field = '{{ field }}') as {{ field }},
+        {%- endfor %}
+    from profile_values
     group by customer_id
 ),
 
-event_profile as (
+-- Consent: the latest signal per channel (an opt-out wins a tie) and the start of the run of
+-- signals that agree with it, which is when the state last changed.
+consent_ordered as (
+    select
+        *,
+        row_number() over (
+            partition by customer_id, channel order by signal_at desc, is_opted_in, source, record_id
+        ) as recency_rank,
+    from consent_signals
+),
+
+consent_latest as (
+    select * from consent_ordered where recency_rank = 1
+),
+
+consent_last_disagreement as (
+    select o.customer_id, o.channel, min(o.recency_rank) as recency_rank
+    from consent_ordered as o
+    inner join consent_latest as l
+        on o.customer_id = l.customer_id and o.channel = l.channel
+    where o.is_opted_in <> l.is_opted_in
+    group by o.customer_id, o.channel
+),
+
+consent as (
+    select
+        o.customer_id,
+        o.channel,
+        case when l.is_opted_in then 'opted_in' else 'opted_out' end as consent,
+        arg_max(o.signal_at, o.recency_rank) as changed_at,
+        arg_max(o.source, o.recency_rank) as changed_by,
+    from consent_ordered as o
+    inner join consent_latest as l
+        on o.customer_id = l.customer_id and o.channel = l.channel
+    left join consent_last_disagreement as d
+        on o.customer_id = d.customer_id and o.channel = d.channel
+    where o.recency_rank < coalesce(d.recency_rank, o.recency_rank + 1)
+    group by o.customer_id, o.channel, l.is_opted_in
+),
+
+activity as (
     select
         customer_id,
-        arg_max(coalesce(traits ->> 'firstName', traits ->> 'first_name'), event_at)
-            filter (where message_type = 'identify' and coalesce(traits ->> 'firstName', traits ->> 'first_name') is not null) as first_name,
-        arg_max(coalesce(traits ->> 'lastName', traits ->> 'last_name'), event_at)
-            filter (where message_type = 'identify' and coalesce(traits ->> 'lastName', traits ->> 'last_name') is not null) as last_name,
         count(*) as event_count,
-        count(*) filter (where message_type = 'page') as page_view_count,
-        count(distinct order_id) filter (where event_name = 'Order Completed') as order_count,
-        max(event_at) filter (where event_name = 'Order Completed') as last_order_at,
+        count(*) filter (where message_type in ('page', 'screen')) as page_view_count,
+        count(distinct session_id) as session_count,
         max(event_at) filter (where event_name in ('Product Added', 'Checkout Started')) as last_cart_activity_at,
-        min(event_at) as first_event_at,
-        max(event_at) as last_event_at,
     from events
     group by customer_id
 ),
 
+-- A cart is abandoned when a session adds to cart or starts checkout and completes no order.
+session_carts as (
+    select
+        customer_id,
+        session_id,
+        max(event_at) filter (where event_name in ('Product Added', 'Checkout Started')) as last_cart_at,
+        count(*) filter (where event_name = 'Order Completed') as order_events,
+    from events
+    group by customer_id, session_id
+),
+
+abandoned_carts as (
+    select customer_id, max(last_cart_at) as last_cart_abandoned_at
+    from session_carts
+    where last_cart_at is not null and order_events = 0
+    group by customer_id
+),
+
+-- One row per order id: an order sent twice (browser and server) counts once.
 orders as (
-    select customer_id, order_id, max(order_revenue) as revenue
+    select
+        customer_id,
+        order_id,
+        max(order_revenue) as revenue,
+        min(event_at) as ordered_at,
+        arg_min(properties, event_at) as properties,
     from events
     where event_name = 'Order Completed' and order_id is not null
     group by customer_id, order_id
 ),
 
-revenue as (
-    select customer_id, sum(revenue) as lifetime_revenue
+order_stats as (
+    select
+        customer_id,
+        count(*) as order_count,
+        coalesce(sum(revenue), 0) as lifetime_revenue,
+        min(ordered_at) as first_order_at,
+        max(ordered_at) as last_order_at,
     from orders
     group by customer_id
+),
+
+products as (
+    select customer_id, list(distinct product_name order by product_name) as products_bought
+    from (
+        select customer_id, unnest(json_extract_string(properties, '$.products[*].name')) as product_name
+        from orders
+    )
+    where product_name is not null
+    group by customer_id
+),
+
+-- RFM scores 1-5 among customers who ordered: the share of buyers below (ties score alike).
+rfm as (
+    select
+        customer_id,
+        cast(least(5, 1 + floor(5 * percent_rank() over (order by last_order_at))) as integer) as rfm_recency_score,
+        cast(least(5, 1 + floor(5 * percent_rank() over (order by order_count))) as integer) as rfm_frequency_score,
+        cast(least(5, 1 + floor(5 * percent_rank() over (order by lifetime_revenue))) as integer) as rfm_monetary_score,
+    from order_stats
+),
+
+contact_customers as (
+    select i.customer_id, c.contact_id
+    from contacts as c
+    inner join identifiers as i
+        on i.identifier_type = 'crm_contact_id' and i.identifier_value = c.contact_id
 ),
 
 deal_customers as (
@@ -116,32 +210,56 @@ support as (
 final as (
     select
         i.customer_id,
-        coalesce(c.first_name, e.first_name) as first_name,
-        coalesce(c.last_name, e.last_name) as last_name,
-        i.email,
-        i.phone,
-        c.company_name,
-        c.lifecycle_stage,
-        coalesce(c.is_unsubscribed_from_email, false) as is_unsubscribed_from_email,
+        p.first_name,
+        p.last_name,
+        p.email,
+        p.phone,
+        p.company_name,
+        p.lifecycle_stage,
+        {%- for channel, rules in channels.items() %}
+        {{ channel }}_consent.consent as {{ channel }}_consent,
+        {{ channel }}_consent.changed_at as {{ channel }}_consent_changed_at,
+        {{ channel }}_consent.changed_by as {{ channel }}_consent_source,
+        p.{{ 'email' if channel == 'email' else 'phone' }} is not null
+            and coalesce({{ channel }}_consent.consent = 'opted_in', {{ 'true' if rules.contactable_without_signal else 'false' }})
+            as is_{{ channel }}_contactable,
+        {%- endfor %}
         i.first_seen_at,
         i.last_seen_at,
-        coalesce(e.event_count, 0) as event_count,
-        coalesce(e.page_view_count, 0) as page_view_count,
-        coalesce(e.order_count, 0) as order_count,
-        coalesce(r.lifetime_revenue, 0) as lifetime_revenue,
-        case when e.order_count > 0 then r.lifetime_revenue / e.order_count end as average_order_value,
-        e.last_order_at,
-        e.last_cart_activity_at,
-        coalesce(p.open_deal_count, 0) as open_deal_count,
-        coalesce(p.pipeline_value, 0) as pipeline_value,
+        coalesce(a.event_count, 0) as event_count,
+        coalesce(a.page_view_count, 0) as page_view_count,
+        coalesce(a.session_count, 0) as session_count,
+        coalesce(o.order_count, 0) as order_count,
+        coalesce(o.lifetime_revenue, 0) as lifetime_revenue,
+        o.lifetime_revenue / o.order_count as average_order_value,
+        o.first_order_at,
+        o.last_order_at,
+        cast(floor((epoch({{ segments_as_of() }}) - epoch(o.last_order_at)) / 86400) as integer) as days_since_last_order,
+        coalesce(pr.products_bought, []) as products_bought,
+        a.last_cart_activity_at,
+        ac.last_cart_abandoned_at,
+        r.rfm_recency_score,
+        r.rfm_frequency_score,
+        r.rfm_monetary_score,
+        pp.purchase_propensity,
+        coalesce(pl.open_deal_count, 0) as open_deal_count,
+        coalesce(pl.pipeline_value, 0) as pipeline_value,
         coalesce(s.open_ticket_count, 0) as open_ticket_count,
-        coalesce(c.crm_contact_count, 0) as crm_contact_count,
+        i.crm_contact_count,
         i.identifier_count,
     from identity as i
-    left join crm_profile as c on i.customer_id = c.customer_id
-    left join event_profile as e on i.customer_id = e.customer_id
-    left join revenue as r on i.customer_id = r.customer_id
-    left join pipeline as p on i.customer_id = p.customer_id
+    left join profile as p on i.customer_id = p.customer_id
+    {%- for channel in channels %}
+    left join consent as {{ channel }}_consent
+        on i.customer_id = {{ channel }}_consent.customer_id and {{ channel }}_consent.channel = '{{ channel }}'
+    {%- endfor %}
+    left join activity as a on i.customer_id = a.customer_id
+    left join abandoned_carts as ac on i.customer_id = ac.customer_id
+    left join order_stats as o on i.customer_id = o.customer_id
+    left join products as pr on i.customer_id = pr.customer_id
+    left join rfm as r on i.customer_id = r.customer_id
+    left join propensity as pp on i.customer_id = pp.customer_id
+    left join pipeline as pl on i.customer_id = pl.customer_id
     left join support as s on i.customer_id = s.customer_id
 )
 

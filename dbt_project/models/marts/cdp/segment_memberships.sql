@@ -1,30 +1,28 @@
--- Current members of every segment model listed in vars.segment_models. entered_at is
--- carried over from the previous build for customers who were already members.
-{%- set previous = load_relation(this) %}
-
+-- Current members of every segment, with the time they last entered it (from
+-- cdp.segment_membership_changes, so a rebuild or a full refresh keeps it).
 with members as (
-    {% for segment in var('segment_models') %}
-    select '{{ segment }}' as segment_name, customer_id from {{ ref(segment) }}
-    {% if not loop.last %}union all{% endif %}
-    {% endfor %}
+    select * from {{ ref('int_segment_members') }}
 ),
 
-{% if previous is not none %}
-previous as (
-    select segment_name, customer_id, entered_at from {{ previous }}
+changes as (
+    select * from {{ ref('segment_membership_changes') }}
 ),
-{% endif %}
+
+last_entered as (
+    select segment_name, customer_id, max(changed_at) as entered_at
+    from changes
+    where change = 'entered'
+    group by segment_name, customer_id
+),
 
 final as (
     select
         m.segment_name,
         m.customer_id,
-        {% if previous is not none %}coalesce(p.entered_at, current_timestamp){% else %}current_timestamp{% endif %} as entered_at,
+        e.entered_at,
     from members as m
-    {% if previous is not none %}
-    left join previous as p
-        on m.segment_name = p.segment_name and m.customer_id = p.customer_id
-    {% endif %}
+    left join last_entered as e
+        on m.segment_name = e.segment_name and m.customer_id = e.customer_id
 )
 
 select * from final

@@ -1,0 +1,104 @@
+-- Every value a source holds for a profile field of a customer, ranked by the survivorship
+-- rules of vars.customer_field_sources: the first source in the field's list that has a value
+-- wins, and within it the most recent value. is_survivor marks the value cdp.customers shows.
+-- Emails and phones count only when identity resolution assigned them to the customer (junk
+-- values such as test@test.com are held out there).
+with identifiers as (
+    select * from {{ ref('customer_identifiers') }}
+),
+
+contacts as (
+    select * from {{ ref('stg_crm__contacts') }}
+),
+
+identify_messages as (
+    select * from {{ ref('stg_events__messages') }} where message_type = 'identify'
+),
+
+events as (
+    select message_id, customer_id from {{ ref('customer_events') }} where customer_id is not null
+),
+
+source_ranks as (
+    {{ customer_field_source_ranks() }}
+),
+
+crm_records as (
+    select
+        i.customer_id,
+        c.contact_id as record_id,
+        coalesce(c.last_activity_at, c.created_at) as observed_at,
+        c.first_name,
+        c.last_name,
+        c.company_name,
+        c.lifecycle_stage,
+        c.email,
+        c.phone,
+    from contacts as c
+    inner join identifiers as i
+        on i.identifier_type = 'crm_contact_id' and i.identifier_value = c.contact_id
+),
+
+identify_records as (
+    select
+        e.customer_id,
+        m.message_id as record_id,
+        m.event_at as observed_at,
+        m.first_name,
+        m.last_name,
+        coalesce(
+            nullif(trim(m.traits ->> '$.company.name'), ''),
+            case when json_type(m.traits -> 'company') = 'VARCHAR' then nullif(trim(m.traits ->> 'company'), '') end
+        ) as company_name,
+        m.email,
+        m.phone,
+    from identify_messages as m
+    inner join events as e on m.message_id = e.message_id
+),
+
+candidates as (
+    {%- for source, fields in customer_profile_source_fields().items() %}
+    {%- set outer_loop = loop %}
+    {%- for field in fields %}
+    select
+        customer_id,
+        '{{ field }}' as field,
+        '{{ source }}' as source,
+        record_id,
+        cast({{ field }} as varchar) as value,
+        observed_at,
+    from {{ source }}_records
+    where {{ field }} is not null
+    {% if not (outer_loop.last and loop.last) %}union all{% endif %}
+    {%- endfor %}
+    {%- endfor %}
+),
+
+usable as (
+    select c.*
+    from candidates as c
+    left join identifiers as i
+        on c.field = i.identifier_type
+        and c.value = i.identifier_value
+        and c.customer_id = i.customer_id
+    where c.field not in ('email', 'phone') or i.customer_id is not null
+),
+
+final as (
+    select
+        u.customer_id,
+        u.field,
+        u.source,
+        r.source_rank,
+        u.value,
+        u.observed_at,
+        u.record_id,
+        row_number() over (
+            partition by u.customer_id, u.field
+            order by r.source_rank, u.observed_at desc nulls last, u.value
+        ) = 1 as is_survivor,
+    from usable as u
+    inner join source_ranks as r on u.field = r.field and u.source = r.source
+)
+
+select * from final

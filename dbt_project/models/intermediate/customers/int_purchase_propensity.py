@@ -1,0 +1,250 @@
+"""Purchase propensity: the chance that a customer orders within the horizon.
+
+Trained on the customers' own history, evaluated on a time-based holdout:
+
+    T  the reference time (var segments_as_of, else the newest event)
+    H  the horizon (var purchase_propensity_horizon_days, default 30)
+
+    training   features as of T-2H, T-2H-15d and T-2H-30d; label: ordered within H after
+    holdout    features as of T-H; label: ordered in (T-H, T]. No training label reaches past T-H.
+    baseline   recency alone (days since the customer's last event), on the same holdout
+
+The model (log1p features, standardized, logistic regression) is then refit on the training
+and holdout examples and scores every customer as of T. A customer is in an example set when
+it has an event at or before the cutoff. Every row carries the run's evaluation (the same on
+each row); cdp.predictive_model_runs keeps one row per build.
+"""
+
+import hashlib
+import json
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import sklearn
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+MODEL_NAME = "purchase_propensity"
+MODEL_REVISION = 1  # bump when features or the algorithm change
+BASELINE = "recency: days since the last event"
+TRAINING_OFFSETS_DAYS = (0, 15, 30)  # training cutoffs: T-2H minus these
+MIN_CLASS_EXAMPLES = 10  # fewer positives or negatives than this: not enough data to train
+NEVER_DAYS = 365.0  # days since an order for customers who never ordered
+
+FEATURES = [
+    "days_since_last_event",
+    "days_since_first_event",
+    "event_count",
+    "event_count_7d",
+    "event_count_30d",
+    "product_view_count_7d",
+    "product_view_count_14d",
+    "product_view_count_30d",
+    "page_view_count_30d",
+    "active_day_count_30d",
+    "cart_event_count_14d",
+    "search_count_30d",
+    "order_count",
+    "days_since_last_order",
+]
+
+# Features of every customer with an event at or before each cutoff, from events up to it.
+FEATURES_SQL = """
+select
+    c.cutoff_at,
+    e.customer_id,
+    date_diff('second', max(e.event_at), c.cutoff_at) / 86400.0 as days_since_last_event,
+    date_diff('second', min(e.event_at), c.cutoff_at) / 86400.0 as days_since_first_event,
+    count(*) as event_count,
+    count(*) filter (where e.event_at > c.cutoff_at - interval 7 day) as event_count_7d,
+    count(*) filter (where e.event_at > c.cutoff_at - interval 30 day) as event_count_30d,
+    count(*) filter (
+        where e.event_name = 'Product Viewed' and e.event_at > c.cutoff_at - interval 7 day
+    ) as product_view_count_7d,
+    count(*) filter (
+        where e.event_name = 'Product Viewed' and e.event_at > c.cutoff_at - interval 14 day
+    ) as product_view_count_14d,
+    count(*) filter (
+        where e.event_name = 'Product Viewed' and e.event_at > c.cutoff_at - interval 30 day
+    ) as product_view_count_30d,
+    count(*) filter (
+        where e.message_type in ('page', 'screen') and e.event_at > c.cutoff_at - interval 30 day
+    ) as page_view_count_30d,
+    count(distinct date_trunc('day', e.event_at)) filter (
+        where e.event_at > c.cutoff_at - interval 30 day
+    ) as active_day_count_30d,
+    count(*) filter (
+        where e.event_name in ('Product Added', 'Checkout Started')
+        and e.event_at > c.cutoff_at - interval 14 day
+    ) as cart_event_count_14d,
+    count(*) filter (
+        where e.event_name = 'Products Searched' and e.event_at > c.cutoff_at - interval 30 day
+    ) as search_count_30d,
+    count(distinct e.order_id) filter (where e.event_name = 'Order Completed') as order_count,
+    coalesce(
+        date_diff(
+            'second', max(e.event_at) filter (where e.event_name = 'Order Completed'), c.cutoff_at
+        ) / 86400.0,
+        {never}
+    ) as days_since_last_order,
+from events as e
+inner join cutoffs as c on e.event_at <= c.cutoff_at
+where e.customer_id is not null
+group by c.cutoff_at, e.customer_id
+"""
+
+# Customers who completed an order in (cutoff, cutoff + horizon].
+LABELS_SQL = """
+select distinct c.cutoff_at, e.customer_id
+from events as e
+inner join cutoffs as c
+    on e.event_at > c.cutoff_at and e.event_at <= c.cutoff_at + to_days({horizon})
+where e.customer_id is not null and e.event_name = 'Order Completed'
+"""
+
+
+def model(dbt, session):
+    dbt.config(materialized="table")
+    horizon_days = int(dbt.config.meta_get("horizon_days"))
+    as_of = dbt.config.meta_get("as_of")
+
+    events = dbt.ref("customer_events")
+    customers = (
+        events.filter("customer_id is not null")
+        .project("customer_id")
+        .distinct()
+        .order("customer_id")
+        .df()
+    )
+    reference = _reference_time(events, as_of)
+    if reference is None or customers.empty:
+        return _result(customers, None, _evaluation(horizon_days, reference))
+
+    horizon = timedelta(days=horizon_days)
+    holdout_cutoff = reference - horizon
+    training_cutoffs = [holdout_cutoff - horizon - timedelta(days=d) for d in TRAINING_OFFSETS_DAYS]
+    examples = _examples(events, training_cutoffs + [holdout_cutoff, reference], horizon_days)
+    training = examples[examples.cutoff_at.isin(training_cutoffs)]
+    holdout = examples[examples.cutoff_at == holdout_cutoff]
+    current = examples[examples.cutoff_at == reference]
+    evaluation = _evaluation(horizon_days, reference)
+    evaluation.update(
+        holdout_cutoff_at=holdout_cutoff,
+        training_cutoffs=", ".join(c.isoformat() for c in training_cutoffs),
+        training_rows=len(training),
+        training_positives=int(training.label.sum()),
+        holdout_rows=len(holdout),
+        holdout_positives=int(holdout.label.sum()),
+    )
+    if not (_enough(training) and _enough(holdout)):
+        evaluation["status"] = "not enough data: too few customers who did or did not order"
+        return _result(customers, None, evaluation)
+
+    evaluated = _classifier().fit(training[FEATURES], training.label)
+    evaluation["holdout_auc"] = float(
+        roc_auc_score(holdout.label, evaluated.predict_proba(holdout[FEATURES])[:, 1])
+    )
+    evaluation["baseline_auc"] = float(
+        roc_auc_score(holdout.label, -holdout["days_since_last_event"])
+    )
+
+    refit_on = pd.concat([training, holdout])
+    final = _classifier().fit(refit_on[FEATURES], refit_on.label)
+    scores = pd.DataFrame(
+        {
+            "customer_id": current.customer_id.to_numpy(),
+            "purchase_propensity": final.predict_proba(current[FEATURES])[:, 1],
+        }
+    )
+    evaluation["model_version"] = _version(refit_on)
+    evaluation["status"] = "trained"
+    return _result(customers, scores, evaluation)
+
+
+def _reference_time(events, as_of):
+    """var segments_as_of (read as UTC when it has no offset), else the newest event."""
+    if as_of:
+        stamp = pd.Timestamp(as_of)
+        return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    newest = events.aggregate("max(event_at)").fetchall()[0][0]
+    return None if newest is None else pd.Timestamp(newest).tz_convert("UTC")
+
+
+def _examples(events, cutoffs, horizon_days: int) -> pd.DataFrame:
+    """Features and label (ordered within the horizon after the cutoff) per cutoff and customer."""
+    cutoff_list = ", ".join(f"(timestamptz '{c.isoformat()}')" for c in cutoffs)
+    with_cutoffs = f"with cutoffs as (select * from (values {cutoff_list}) as t(cutoff_at)) "
+    features = events.query("events", with_cutoffs + FEATURES_SQL.format(never=NEVER_DAYS)).df()
+    labels = events.query("events", with_cutoffs + LABELS_SQL.format(horizon=horizon_days)).df()
+    labels["label"] = 1
+    examples = features.merge(labels, how="left", on=["cutoff_at", "customer_id"])
+    examples["label"] = examples["label"].fillna(0).astype(int)
+    examples["cutoff_at"] = pd.to_datetime(examples["cutoff_at"], utc=True)
+    examples[FEATURES] = examples[FEATURES].astype(float)
+    return examples.sort_values(["cutoff_at", "customer_id"], ignore_index=True)
+
+
+def _enough(examples: pd.DataFrame) -> bool:
+    positives = int(examples.label.sum())
+    return min(positives, len(examples) - positives) >= MIN_CLASS_EXAMPLES
+
+
+def _classifier():
+    return make_pipeline(
+        FunctionTransformer(np.log1p),
+        StandardScaler(),
+        LogisticRegression(C=1.0, max_iter=2000),
+    )
+
+
+def _version(examples: pd.DataFrame) -> str:
+    """The revision, algorithm and the exact training data, hashed: same data, same version."""
+    digest = hashlib.sha256()
+    digest.update(
+        json.dumps(
+            {"revision": MODEL_REVISION, "features": FEATURES, "sklearn": sklearn.__version__}
+        ).encode()
+    )
+    digest.update(pd.util.hash_pandas_object(examples[["customer_id", "label", *FEATURES]]).values)
+    return f"{MODEL_NAME}-v{MODEL_REVISION}-{digest.hexdigest()[:10]}"
+
+
+def _evaluation(horizon_days: int, reference) -> dict:
+    return {
+        "model_name": MODEL_NAME,
+        "model_version": None,
+        "status": "no events",
+        "algorithm": "logistic regression on log1p, standardized features",
+        "features": ", ".join(FEATURES),
+        "horizon_days": horizon_days,
+        "reference_at": reference,
+        "training_cutoffs": None,
+        "holdout_cutoff_at": None,
+        "training_rows": 0,
+        "training_positives": 0,
+        "holdout_rows": 0,
+        "holdout_positives": 0,
+        "holdout_auc": None,
+        "baseline": BASELINE,
+        "baseline_auc": None,
+    }
+
+
+def _result(customers: pd.DataFrame, scores, evaluation: dict) -> pd.DataFrame:
+    result = customers[["customer_id"]].copy()
+    if scores is None:
+        result["purchase_propensity"] = np.nan
+    else:
+        result = result.merge(scores, how="left", on="customer_id")
+    for column, value in evaluation.items():
+        result[column] = value
+    result["reference_at"] = pd.to_datetime(result["reference_at"], utc=True)
+    result["holdout_cutoff_at"] = pd.to_datetime(result["holdout_cutoff_at"], utc=True)
+    for column in ("holdout_auc", "baseline_auc"):
+        result[column] = result[column].astype(float)
+    for column in ("model_version", "training_cutoffs"):
+        result[column] = result[column].astype("string")
+    return result
