@@ -90,10 +90,29 @@ def _parser() -> argparse.ArgumentParser:
     _add_warehouse_option(customer)
     customer.set_defaults(handler=_customer)
 
-    segments = commands.add_parser("segments", help="list segments and their sizes")
+    segments = commands.add_parser(
+        "segments",
+        help="list segments: size, entered and exited since the previous run",
+        description="Every segment with its size and who entered and exited it in the latest "
+        "run (against the run before), its owner, definition and description.",
+    )
     segments.add_argument("--json", action="store_true", help="print JSON")
     _add_warehouse_option(segments)
     segments.set_defaults(handler=_segments)
+
+    report = commands.add_parser(
+        "report",
+        help="write a static HTML report: segment sizes over time, identity statistics",
+        description="Write one self-contained HTML file (charts as inline SVG, nothing loaded "
+        "from the network) from the published warehouse.",
+    )
+    report.add_argument(
+        "--out",
+        type=Path,
+        help="the HTML file to write (default: report.html beside the warehouse)",
+    )
+    _add_warehouse_option(report)
+    report.set_defaults(handler=_report)
 
     sync = commands.add_parser(
         "sync",
@@ -266,19 +285,47 @@ def _customer(args: argparse.Namespace) -> int:
 
 
 def _segments(args: argparse.Namespace) -> int:
-    from orchestration.lookup import segment_sizes
+    from orchestration.lookup import segment_overview
+    from orchestration.warehouse import WarehouseError
 
-    rows = segment_sizes(_use_warehouse(args))
+    try:
+        rows = segment_overview(_use_warehouse(args))
+    except WarehouseError as error:
+        raise CliError(str(error)) from error
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
+    if rows:
+        built, previous = rows[0]["built_at"], rows[0]["previous_built_at"]
+        since = f"the run of {previous.astimezone(UTC):%Y-%m-%d %H:%M}" if previous else "none"
+        print(
+            f"Entered and exited in the run of {built.astimezone(UTC):%Y-%m-%d %H:%M} UTC, "
+            f"against {since} (the run before)"
+        )
     width = max([len(r["segment_name"]) for r in rows] + [7])
-    print(f"{'segment':<{width}}  {'members':>8}  owner / description")
+    print(
+        f"{'segment':<{width}}  {'members':>8}  {'entered':>8}  {'exited':>8}  owner / description"
+    )
     for row in rows:
         print(
             f"{row['segment_name']:<{width}}  {row['member_count']:>8,}  "
+            f"{row['entered_count']:>8,}  {row['exited_count']:>8,}  "
             f"{row['owner']}: {row['description']}"
         )
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from orchestration.report import write_report
+    from orchestration.warehouse import WarehouseError
+
+    warehouse = _use_warehouse(args)
+    out = (args.out or warehouse.with_name("report.html")).expanduser().resolve()
+    try:
+        write_report(warehouse, out)
+    except WarehouseError as error:
+        raise CliError(str(error)) from error
+    print(f"Wrote {out}")
     return 0
 
 
