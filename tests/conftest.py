@@ -30,3 +30,12 @@ def dagster_home(tmp_path: Path) -> Path:
     home = tmp_path / "dagster_home"
     home.mkdir()
     return home
+
+
+@pytest.fixture(scope="session")
+def two_runs(tmp_path_factory):
+    """Two real `cdp run`s with new data in between, shared by the customer, segment and
+    report tests (tests/customer_pipeline.py says what the data holds)."""
+    from tests.customer_pipeline import run_twice
+
+    return run_twice(tmp_path_factory.mktemp("customers"))
