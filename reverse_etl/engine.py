@@ -276,7 +276,7 @@ class SyncPlan:
             f" FROM {self.table_sql} WHERE seq > ? AND seq <= ? ORDER BY seq",
             [low, high],
         ).fetchall()
-        return [Operation(*row) for row in rows]
+        return list(map(Operation._make, rows))
 
     def close(self) -> None:
         """Drop a TEMP plan (a run's plan table is dropped when the run is folded)."""

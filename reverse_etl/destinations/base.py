@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 #: Sync modes (``syncs.yml`` key ``mode``) and the operations they send per diff kind.
 MODE_OPERATIONS: dict[str, dict[str, str]] = {
@@ -144,9 +144,8 @@ def from_json(text: str) -> Any:
 # --------------------------------------------------------------------------- operations
 
 
-@dataclass(frozen=True, slots=True)
-class Operation:
-    """One change to apply at the destination.
+class Operation(NamedTuple):
+    """One change to apply at the destination (a tuple: a million are cheap to make).
 
     ``op`` is one of ``upsert``, ``update``, ``insert``, ``delete`` (tables, APIs, files)
     or ``add``, ``remove`` (audiences); the sync's mode decides which. ``key`` is the
@@ -182,9 +181,8 @@ class Operation:
         id: str = "",
     ) -> Operation:
         """Build an operation from Python values (tests, hand-made batches)."""
-        return cls(
-            op, key, to_json(dict(fields)), None if previous is None else to_json(previous), id
-        )
+        previous_json = None if previous is None else to_json(dict(previous))
+        return cls(op, key, to_json(dict(fields)), previous_json, id)
 
 
 @dataclass(frozen=True, slots=True)
