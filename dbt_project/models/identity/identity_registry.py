@@ -17,6 +17,7 @@ merges and splits.
 """
 
 import hashlib
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
@@ -138,15 +139,14 @@ def _latest(previous: str | None) -> str:
     """
 
 
+@dataclass(frozen=True)
 class _Plan:
-    """Which customer id each component gets, and which previous id each component owns."""
+    customer_of_component: dict  # component_id -> the customer id it gets this run
+    owner_of_previous: dict  # previous customer id -> component holding its oldest part
 
-    def __init__(self, customer_of_component: dict, owner_of_previous: dict, created: pd.Series):
-        self.customer_of_component = customer_of_component
-        self.owner_of_previous = (
-            owner_of_previous  # previous id -> component holding its oldest part
-        )
-        self.created = created
+
+# (linking identifier type, linking identifier value, linking record key, reason)
+Detail = tuple[str | None, str | None, str | None, str]
 
 
 def _plan_ids(current: pd.DataFrame, created: pd.Series) -> _Plan:
@@ -177,7 +177,7 @@ def _plan_ids(current: pd.DataFrame, created: pd.Series) -> _Plan:
     owner_of_previous = dict(
         zip(owners["previous_customer_id"].tolist(), owners["component_id"].tolist())
     )
-    return _Plan(customer_of_component, owner_of_previous, created)
+    return _Plan(customer_of_component, owner_of_previous)
 
 
 def new_customer_id(identifier_type: str, value: str, taken: set[str]) -> str:
@@ -196,7 +196,14 @@ def _new_rows(changed: pd.DataFrame) -> pd.DataFrame:
     return changed[["identifier_type", "identifier_value", "customer_id"]].assign(change="new")
 
 
-def _moved_rows(session, moved, current, plan: _Plan, released, edges: str) -> pd.DataFrame:
+def _moved_rows(
+    session,
+    moved: pd.DataFrame,
+    current: pd.DataFrame,
+    plan: _Plan,
+    released: pd.DataFrame,
+    edges: str,
+) -> pd.DataFrame:
     """Merge and split rows, each with the link that joined (or was cut) and why."""
     if moved.empty:
         return moved
@@ -253,11 +260,13 @@ def _name(nodes: pd.DataFrame, node_id: int) -> str:
     return f"{nodes.at[node_id, 'identifier_type']}:{nodes.at[node_id, 'identifier_value']}"
 
 
-def _record(link) -> str:
+def _record(link: pd.Series) -> str:
     return f"{link.first_record_key} ({link.first_source_file} line {link.first_source_line})"
 
 
-def _merge_reason(previous_id, customer_id, component, nodes, links):
+def _merge_reason(
+    previous_id: str, customer_id: str, component: int, nodes: pd.DataFrame, links: pd.DataFrame
+) -> Detail:
     """The most recent link between the merged customer's identifiers and the rest."""
     prev = nodes["previous_customer_id"]
     inside = links[
@@ -296,7 +305,16 @@ def _merge_reason(previous_id, customer_id, component, nodes, links):
     )
 
 
-def _split_reason(previous_id, customer_id, count, component, kept_by, nodes, links, released):
+def _split_reason(
+    previous_id: str,
+    customer_id: str,
+    count: int,
+    component: int,
+    kept_by: int,
+    nodes: pd.DataFrame,
+    links: pd.DataFrame,
+    released: pd.DataFrame,
+) -> Detail:
     """Why part of previous_id no longer links to the part that kept the id."""
     kept = set(nodes.index[nodes["component_id"] == kept_by])
     part = set(nodes.index[nodes["component_id"] == component])
