@@ -396,7 +396,8 @@ def test_people_use_several_devices_and_some_a_new_anonymous_id_per_visit(data):
         if row["identifier_type"] == "anonymous_id" and row["person_id"]:
             anon_count[row["person_id"]] += 1
     assert sum(1 for n in anon_count.values() if n >= 2) > PEOPLE // 5
-    assert max(anon_count.values()) >= 5
+    # More anonymous ids than the three devices anyone has: a new id on every visit.
+    assert max(anon_count.values()) > 3
     assert data.report.planted["new_anonymous_id_per_visit"] > 0
 
 

@@ -524,7 +524,8 @@ def test_unmapped_headers_are_kept_as_attributes_under_unique_snake_cased_names(
     load_landing(con, landing)
 
     assert rows(
-        con, "SELECT record_id, unsubscribed_from_all_email, email, attributes FROM raw.crm_contacts"
+        con,
+        "SELECT record_id, unsubscribed_from_all_email, email, attributes FROM raw.crm_contacts",
     ) == [
         (
             "1",
