@@ -802,11 +802,11 @@ def test_postgres_rejects_only_the_rows_that_break_a_constraint(con, tmp_path, p
     assert {k: v for k, v in pg_rows(pg).items() if k in ok} == ok
 
 
-def test_postgres_connections_killed_mid_run_are_retried_without_duplicates(
+def test_postgres_upserts_survive_connections_killed_mid_run_without_duplicates(
     con, tmp_path, pg, postgres_server
 ):
     add_members(con, MEMBERS + 1, 401)
-    sync = postgres_sync(tmp_path, extra="      rate_limit_per_second: 20\n")
+    sync = postgres_sync(tmp_path, mode="upsert", extra="      rate_limit_per_second: 20\n")
     killed = []
 
     def kill_the_sync_connection():

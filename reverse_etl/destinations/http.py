@@ -155,7 +155,7 @@ class HttpClient:
         return with_retries(
             attempt,
             policy=self.policy,
-            what=f"{self.what} {method} {self.origin}{target}",
+            what=f"{self.what} {method} {self.origin}{target.split('?')[0]}",  # no query: tokens
             limiter=self.limiter,
         )
 
