@@ -17,25 +17,24 @@ merges and splits.
 """
 
 import hashlib
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
 
-COLUMNS = {
-    "identifier_type": "str",
-    "identifier_value": "str",
-    "customer_id": "str",
-    "previous_customer_id": "str",
-    "change": "str",
-    "changed_at": "datetime64[us, UTC]",
-    "customer_created_at": "datetime64[us, UTC]",
-    "linking_identifier_type": "str",
-    "linking_identifier_value": "str",
-    "linking_record_key": "str",
-    "reason": "str",
-}
+COLUMNS = (
+    "identifier_type",
+    "identifier_value",
+    "customer_id",
+    "previous_customer_id",
+    "change",
+    "changed_at",
+    "customer_created_at",
+    "linking_identifier_type",
+    "linking_identifier_value",
+    "linking_record_key",
+    "reason",
+)
 
 
 def model(dbt, session):
@@ -58,63 +57,119 @@ def model(dbt, session):
 
 def registry_changes(
     session, identifiers: str, components: str, edges: str, previous: str | None, changed_at
-) -> pd.DataFrame:
-    """The registry rows to append: one per identifier whose customer changed.
+):
+    """The registry rows to append, as a DuckDB relation: one per identifier whose customer
+    changed.
 
     identifiers, components, edges and previous are SQL queries (the dbt relations); previous
-    is None on the first run.
+    is None on the first run. The bulk of the work runs in DuckDB on temp tables named
+    identity_registry_*; Python only salts a colliding new id and words merges and splits.
     """
-    current = session.sql(
+    at = f"timestamptz '{pd.Timestamp(changed_at).isoformat()}'"
+    past = previous or _NOTHING
+    session.execute(
         f"""
-        select i.node_id, i.identifier_type, i.identifier_value, i.priority,
-            i.first_seen_at, c.component_id, p.customer_id as previous_customer_id
+        create or replace temp table identity_registry_current as
+        select i.node_id, i.identifier_type, i.identifier_value, i.priority, i.first_seen_at,
+            c.component_id, p.customer_id as previous_customer_id
         from ({identifiers}) as i
         inner join ({components}) as c on i.node_id = c.node_id
-        left join ({_latest(previous)}) as p
+        left join ({_latest(past)}) as p
             on i.identifier_type = p.identifier_type and i.identifier_value = p.identifier_value
         """
-    ).df()
-    created_rows = session.sql(
+    )
+    session.execute(
         f"""
+        create or replace temp table identity_registry_created as
         select customer_id, min(changed_at) as created_at
-        from ({previous or _NOTHING}) where customer_id is not null group by customer_id
+        from ({past}) where customer_id is not null group by customer_id
         """
-    ).df()
-    created = pd.Series(
-        created_rows["created_at"].to_numpy(), index=created_rows["customer_id"].to_numpy()
+    )
+    # A previous id is owned by the component holding its earliest-seen identifier; of the ids
+    # a component owns, the one created first (then seen first) survives.
+    session.execute(
+        """
+        create or replace temp table identity_registry_owners as
+        select previous_customer_id,
+            arg_min(component_id, (first_seen_at, priority, identifier_type, identifier_value))
+                as component_id,
+            min(first_seen_at) as first_seen_at,
+        from identity_registry_current
+        where previous_customer_id is not null
+        group by previous_customer_id
+        """
+    )
+    session.execute(
+        """
+        create or replace temp table identity_registry_assigned as
+        select o.component_id,
+            arg_min(o.previous_customer_id, (c.created_at, o.first_seen_at, o.previous_customer_id))
+                as customer_id,
+        from identity_registry_owners as o
+        inner join identity_registry_created as c on o.previous_customer_id = c.customer_id
+        group by o.component_id
+        """
+    )
+    _assign_new_ids(session)
+    session.execute(
+        """
+        create or replace temp table identity_registry_changed as
+        select cur.*, a.customer_id,
+            case
+                when cur.previous_customer_id is null then 'new'
+                when o.component_id = cur.component_id then 'merge'
+                else 'split'
+            end as change,
+        from identity_registry_current as cur
+        inner join identity_registry_assigned as a on cur.component_id = a.component_id
+        left join identity_registry_owners as o
+            on cur.previous_customer_id = o.previous_customer_id
+        where cur.previous_customer_id is distinct from a.customer_id
+        """
     )
     released = session.sql(
         f"""
         select p.identifier_type, p.identifier_value, p.customer_id, i.priority,
             i.held_out_rule, i.held_out_detail
-        from ({_latest(previous)}) as p
+        from ({_latest(past)}) as p
         left join ({identifiers}) as i
             on p.identifier_type = i.identifier_type and p.identifier_value = i.identifier_value
         where p.customer_id is not null and i.node_id is null
         """
     ).df()
-
-    plan = _plan_ids(current, created)
-    current["customer_id"] = current["component_id"].map(plan.customer_of_component)
-    changed = current[current["customer_id"] != current["previous_customer_id"].fillna("")]
-    moved = changed[changed["previous_customer_id"].notna()]
-    parts = [
-        _new_rows(changed[changed["previous_customer_id"].isna()]),
-        _moved_rows(session, moved, current, plan, released, edges),
-        _released_rows(released),
-    ]
-    parts = [part for part in parts if len(part)]
-    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    frame = frame.reindex(columns=list(COLUMNS))
-    frame["changed_at"] = pd.Timestamp(changed_at)
-    frame["customer_created_at"] = (
-        frame["customer_id"]
-        .map(created)
-        .astype("datetime64[us, UTC]")
-        .fillna(pd.Timestamp(changed_at))
-        .where(frame["customer_id"].notna())
+    session.register("identity_registry_details", _details(session, released, edges))
+    session.register("identity_registry_released", _released_rows(released))
+    return session.sql(
+        f"""
+        with changes as (
+            select ch.identifier_type, ch.identifier_value, ch.customer_id,
+                ch.previous_customer_id, ch.change, d.linking_identifier_type,
+                d.linking_identifier_value, d.linking_record_key, d.reason,
+            from identity_registry_changed as ch
+            left join identity_registry_details as d
+                on ch.change = d.change
+                and ch.previous_customer_id = d.previous_customer_id
+                and ch.customer_id = d.customer_id
+            union all by name
+            select * from identity_registry_released
+        )
+        select
+            ch.identifier_type::varchar as identifier_type,
+            ch.identifier_value::varchar as identifier_value,
+            ch.customer_id::varchar as customer_id,
+            ch.previous_customer_id::varchar as previous_customer_id,
+            ch.change::varchar as change,
+            {at} as changed_at,
+            case when ch.customer_id is not null then coalesce(c.created_at, {at}) end
+                as customer_created_at,
+            ch.linking_identifier_type::varchar as linking_identifier_type,
+            ch.linking_identifier_value::varchar as linking_identifier_value,
+            ch.linking_record_key::varchar as linking_record_key,
+            ch.reason::varchar as reason,
+        from changes as ch
+        left join identity_registry_created as c on ch.customer_id = c.customer_id
+        """
     )
-    return _typed(frame)
 
 
 # The registry's columns, for the first run (no previous rows).
@@ -128,115 +183,142 @@ _NOTHING = (
 )
 
 
-def _latest(previous: str | None) -> str:
+def _latest(previous: str) -> str:
     """Each identifier's latest registry row (its customer now, or NULL when released)."""
     return f"""
         select identifier_type, identifier_value, customer_id
-        from ({previous or _NOTHING})
+        from ({previous})
         qualify row_number() over (
             partition by identifier_type, identifier_value order by changed_at desc
         ) = 1
     """
 
 
-@dataclass(frozen=True)
-class _Plan:
-    customer_of_component: dict  # component_id -> the customer id it gets this run
-    owner_of_previous: dict  # previous customer id -> component holding its oldest part
-
-
-# (linking identifier type, linking identifier value, linking record key, reason)
-Detail = tuple[str | None, str | None, str | None, str]
-
-
-def _plan_ids(current: pd.DataFrame, created: pd.Series) -> _Plan:
-    """Surviving ids for components that own a previous id; new ids for the others."""
-    known = current[current["previous_customer_id"].notna()]
-    owners = known.sort_values(
-        ["previous_customer_id", "first_seen_at", "priority", "identifier_value"], kind="stable"
-    ).drop_duplicates("previous_customer_id")
-    owners = owners.assign(created_at=owners["previous_customer_id"].map(created))
-    survivors = owners.sort_values(
-        ["component_id", "created_at", "first_seen_at", "previous_customer_id"], kind="stable"
-    ).drop_duplicates("component_id")
-    customer_of_component = dict(
-        zip(survivors["component_id"].tolist(), survivors["previous_customer_id"].tolist())
+def _assign_new_ids(session) -> None:
+    """New ids for the components that own no previous id, into identity_registry_assigned:
+    'cus_' + md5 of the earliest-seen identifier, salted in Python in the rare case that id
+    was already used."""
+    session.execute(
+        """
+        create or replace temp table identity_registry_anchors as
+        select component_id, anchor, 'cus_' || substr(md5(anchor), 1, 16) as customer_id,
+        from (
+            select component_id,
+                arg_min(
+                    identifier_type || ':' || identifier_value,
+                    (first_seen_at, priority, identifier_type, identifier_value)
+                ) as anchor,
+            from identity_registry_current
+            where component_id not in (select component_id from identity_registry_assigned)
+            group by component_id
+        )
+        """
     )
-    anchors = current[~current["component_id"].isin(customer_of_component)].sort_values(
-        ["component_id", "first_seen_at", "priority", "identifier_type", "identifier_value"],
-        kind="stable",
+    collisions = session.sql(
+        """
+        select component_id, anchor from identity_registry_anchors
+        where customer_id in (select customer_id from identity_registry_created)
+            or customer_id in (
+                select customer_id from identity_registry_anchors
+                group by customer_id having count(*) > 1
+            )
+        order by anchor
+        """
+    ).fetchall()
+    if collisions:
+        taken = {
+            customer_id
+            for (customer_id,) in session.sql(
+                "select customer_id from identity_registry_created "
+                "union all select customer_id from identity_registry_anchors"
+            ).fetchall()
+        }
+        salted = pd.DataFrame(
+            [(component, _salted_customer_id(anchor, taken)) for component, anchor in collisions],
+            columns=["component_id", "customer_id"],
+        )
+        session.register("identity_registry_salted", salted)
+        session.execute(
+            """
+            update identity_registry_anchors as a set customer_id = s.customer_id
+            from identity_registry_salted as s where a.component_id = s.component_id
+            """
+        )
+        session.unregister("identity_registry_salted")
+    session.execute(
+        """
+        insert into identity_registry_assigned
+        select component_id, customer_id from identity_registry_anchors
+        """
     )
-    anchors = anchors.drop_duplicates("component_id")
-    taken = set(created.index) | set(customer_of_component.values())
-    for component, identifier_type, value in zip(
-        anchors["component_id"].tolist(),
-        anchors["identifier_type"].tolist(),
-        anchors["identifier_value"].tolist(),
-    ):
-        customer_of_component[component] = new_customer_id(identifier_type, value, taken)
-    owner_of_previous = dict(
-        zip(owners["previous_customer_id"].tolist(), owners["component_id"].tolist())
-    )
-    return _Plan(customer_of_component, owner_of_previous)
 
 
-def new_customer_id(identifier_type: str, value: str, taken: set[str]) -> str:
-    """'cus_' + md5 of the anchor identifier, salted until it was never used; added to taken."""
-    key, salt = f"{identifier_type}:{value}", 0
+def _salted_customer_id(anchor: str, taken: set[str]) -> str:
+    """'cus_' + md5 of '<anchor>:1', ':2'... until the id was never used; added to taken."""
+    salt = 1
     while True:
-        text = key if salt == 0 else f"{key}:{salt}"
-        customer_id = "cus_" + hashlib.md5(text.encode("utf-8")).hexdigest()[:16]
+        customer_id = "cus_" + hashlib.md5(f"{anchor}:{salt}".encode()).hexdigest()[:16]
         if customer_id not in taken:
             taken.add(customer_id)
             return customer_id
         salt += 1
 
 
-def _new_rows(changed: pd.DataFrame) -> pd.DataFrame:
-    return changed[["identifier_type", "identifier_value", "customer_id"]].assign(change="new")
+# (linking identifier type, linking identifier value, linking record key, reason)
+Detail = tuple[str | None, str | None, str | None, str]
+DETAIL_COLUMNS = [
+    "change",
+    "previous_customer_id",
+    "customer_id",
+    "linking_identifier_type",
+    "linking_identifier_value",
+    "linking_record_key",
+    "reason",
+]
 
 
-def _moved_rows(
-    session,
-    moved: pd.DataFrame,
-    current: pd.DataFrame,
-    plan: _Plan,
-    released: pd.DataFrame,
-    edges: str,
-) -> pd.DataFrame:
-    """Merge and split rows, each with the link that joined (or was cut) and why."""
-    if moved.empty:
-        return moved
-    owner = moved["previous_customer_id"].map(plan.owner_of_previous)
-    moved = moved.assign(change=np.where(owner == moved["component_id"], "merge", "split"))
-    involved = set(moved["component_id"]) | set(owner)
-    nodes = current[current["component_id"].isin(involved)].set_index("node_id")
-    links = _edges_touching(session, edges, nodes.index.to_numpy())
+def _details(session, released: pd.DataFrame, edges: str) -> pd.DataFrame:
+    """For every merge and split of this run: the link that joined (or was cut), and why."""
+    groups = session.sql(
+        """
+        select ch.change, ch.previous_customer_id, ch.customer_id,
+            any_value(ch.component_id) as component_id, count(*) as identifier_count,
+            any_value(o.component_id) as owner_component_id,
+        from identity_registry_changed as ch
+        inner join identity_registry_owners as o
+            on ch.previous_customer_id = o.previous_customer_id
+        where ch.change <> 'new'
+        group by ch.change, ch.previous_customer_id, ch.customer_id
+        order by all
+        """
+    ).fetchall()
     details = []
-    for (change, previous_id, customer_id), group in moved.groupby(
-        ["change", "previous_customer_id", "customer_id"], sort=True
-    ):
-        component = group["component_id"].iloc[0]
-        if change == "merge":
-            detail = _merge_reason(previous_id, customer_id, component, nodes, links)
-        else:
-            kept_by = plan.owner_of_previous[previous_id]
-            detail = _split_reason(
-                previous_id, customer_id, len(group), component, kept_by, nodes, links, released
+    if groups:
+        involved = {g[3] for g in groups} | {g[5] for g in groups}
+        session.register(
+            "identity_registry_involved", pd.DataFrame({"component_id": list(involved)})
+        )
+        nodes = (
+            session.sql(
+                """
+                select * from identity_registry_current
+                where component_id in (select component_id from identity_registry_involved)
+                """
             )
-        details.append((change, previous_id, customer_id, *detail))
-    columns = [
-        "change",
-        "previous_customer_id",
-        "customer_id",
-        "linking_identifier_type",
-        "linking_identifier_value",
-        "linking_record_key",
-        "reason",
-    ]
-    return moved[
-        ["identifier_type", "identifier_value", "customer_id", "previous_customer_id", "change"]
-    ].merge(pd.DataFrame(details, columns=columns), how="left", on=columns[:3])
+            .df()
+            .set_index("node_id")
+        )
+        session.unregister("identity_registry_involved")
+        links = _edges_touching(session, edges, nodes.index.to_numpy())
+        for change, previous_id, customer_id, component, count, owner in groups:
+            if change == "merge":
+                detail = _merge_reason(previous_id, customer_id, component, nodes, links)
+            else:
+                detail = _split_reason(
+                    previous_id, customer_id, count, component, owner, nodes, links, released
+                )
+            details.append((change, previous_id, customer_id, *detail))
+    return pd.DataFrame(details, columns=DETAIL_COLUMNS).astype("str")
 
 
 def _edges_touching(session, edges: str, node_ids: np.ndarray) -> pd.DataFrame:
@@ -370,9 +452,4 @@ def _released_rows(released: pd.DataFrame) -> pd.DataFrame:
             "change": "release",
             "reason": reason,
         }
-    )
-
-
-def _typed(frame: pd.DataFrame) -> pd.DataFrame:
-    """The columns of COLUMNS, typed (so that an empty frame still makes the right table)."""
-    return pd.DataFrame({name: frame[name].astype(dtype) for name, dtype in COLUMNS.items()})
+    ).astype("str")
