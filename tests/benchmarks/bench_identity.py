@@ -15,6 +15,8 @@ Methods, each in a fresh process so that its peak memory (VmHWM) is its own:
 - project: `resolve_components` of dbt_project/models/identity/identity_components.py, the
   whole dbt model step: read identifiers and edges from a DuckDB file, scipy components,
   per-type limits, labels written back to a DuckDB table;
+- project + ids: the same, then the id registry's first run (identity_registry.py: every
+  identifier gets a customer id), as the next dbt model does;
 - scipy alone: `scipy.sparse.csgraph.connected_components` on the same edges, already in
   memory as numpy arrays (no I/O);
 - label propagation: naive min-label propagation in DuckDB SQL, one round per query, capped
@@ -33,6 +35,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -41,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-COMPONENTS_MODEL = PROJECT_ROOT / "dbt_project" / "models" / "identity" / "identity_components.py"
+MODELS = PROJECT_ROOT / "dbt_project" / "models" / "identity"
 STAR_LEAVES = 100_000
 TYPES = pd.DataFrame(
     {
@@ -91,6 +94,7 @@ def main() -> int:
                 database = Path(workdir) / f"{shape}_{size}.duckdb"
                 edge_count = write_graph(database, shape, size, np.random.default_rng(args.seed))
                 project = best_of(args.repeat, measure_project, str(database))
+                with_ids = best_of(args.repeat, measure_project_with_ids, str(database))
                 scipy = best_of(args.repeat, measure_scipy, str(database))
                 propagation = run_in_fresh_process(
                     measure_label_propagation,
@@ -98,24 +102,27 @@ def main() -> int:
                     args.lp_max_rounds,
                     args.lp_max_seconds,
                 )
-                results = [project, scipy, propagation]
+                results = [project, with_ids, scipy, propagation]
                 for result in results:
                     note = result.note
-                    if result is project:
-                        note = f"{project.seconds / scipy.seconds:.2f}x scipy alone"
+                    if result in (project, with_ids):
+                        note = f"{result.seconds / scipy.seconds:.2f}x scipy alone"
                     print(
                         f"{shape:<7} {size:>11,} {edge_count:>10,}  {result.method:<18} "
                         f"{result.rounds:>6} {result.seconds:>8.2f} {result.peak_mb:>8.0f} "
                         f"{result.components:>10,}  {note}"
                     )
-                check(shape, project, scipy, propagation)
+                check(shape, project, with_ids, scipy, propagation)
                 database.unlink()
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
     return 0
 
 
-def check(shape: str, project: Result, scipy: Result, propagation: Result) -> None:
+def check(
+    shape: str, project: Result, with_ids: Result, scipy: Result, propagation: Result
+) -> None:
     """Same components everywhere, except that per-type limits may split some (people)."""
+    assert with_ids.components == project.components, (with_ids, project)
     if shape == "people":
         assert project.components >= scipy.components, (project, scipy)
     else:
@@ -180,7 +187,9 @@ def write_graph(database: Path, shape: str, size: int, rng: np.random.Generator)
         con.execute("create table types as select * from type_frame")
         con.execute(
             "create table nodes as select n.node_id, n.priority, t.identifier_type, "
-            "'id-' || n.node_id as identifier_value "
+            "'id-' || n.node_id as identifier_value, "
+            "timestamptz '2025-01-01' + to_seconds(hash(n.node_id) % 31536000) as first_seen_at, "
+            "null::varchar as held_out_rule, null::varchar as held_out_detail "
             "from node_frame as n join types as t using (priority) order by node_id"
         )
         con.execute(
@@ -224,19 +233,49 @@ def stars(size: int, rng: np.random.Generator):
 # --- methods ------------------------------------------------------------------------------------
 
 
+def load_model(name: str):
+    spec = importlib.util.spec_from_file_location(name, MODELS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def components_step(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """identity_components: relations in, labels written to a table."""
+    labels = load_model("identity_components").resolve_components(
+        con.table("nodes"), con.table("edges"), con.table("types")
+    )
+    con.register("labels_frame", labels)
+    con.execute("create or replace table labels as select * from labels_frame")
+    return labels
+
+
 def measure_project(database: str) -> Result:
-    spec = importlib.util.spec_from_file_location("identity_components", COMPONENTS_MODEL)
-    components = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(components)
     started = time.perf_counter()
     with connect(database) as con:
-        labels = components.resolve_components(
-            con.table("nodes"), con.table("edges"), con.table("types")
-        )
-        con.register("labels_frame", labels)
-        con.execute("create or replace table labels as select * from labels_frame")
+        labels = components_step(con)
     seconds = time.perf_counter() - started
     return Result("project", seconds, 1, peak_mb(), int(labels["component_id"].nunique()))
+
+
+def measure_project_with_ids(database: str) -> Result:
+    registry = load_model("identity_registry")
+    started = time.perf_counter()
+    with connect(database) as con:
+        components_step(con)
+        rows = registry.registry_changes(
+            con,
+            identifiers="select * from nodes",
+            components="select * from labels",
+            edges="select * from edges",
+            previous=None,
+            changed_at=datetime.now(UTC),
+        )
+        con.register("registry_rows", rows)
+        con.execute("create or replace table registry as select * from registry_rows")
+        seconds = time.perf_counter() - started
+        count = con.execute("select count(distinct customer_id) from registry").fetchall()[0][0]
+    return Result("project + ids", seconds, 1, peak_mb(), count)
 
 
 def measure_scipy(database: str) -> Result:
