@@ -39,3 +39,17 @@ def two_runs(tmp_path_factory):
     from tests.customer_pipeline import run_twice
 
     return run_twice(tmp_path_factory.mktemp("customers"))
+
+
+@pytest.fixture
+def con(tmp_path: Path):
+    """A connection to a fresh DuckDB warehouse file of the test's own."""
+    import duckdb
+
+    connection = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    yield connection
+    connection.close()
+
+
+def rows(con, sql: str, params: list | None = None) -> list[tuple]:
+    return con.execute(sql, params or []).fetchall()

@@ -7,13 +7,13 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from orchestration import loading
 from orchestration.loading import FILE_KINDS, ensure_raw_schema, load_landing
 from orchestration.loading import events as events_module
 from orchestration.loading import files as files_module
+from tests.conftest import rows
 
 CONTACT_HEADER = "Record ID,First Name,Email,Create Date,Country/Region"
 
@@ -49,17 +49,6 @@ def landing(tmp_path: Path) -> Path:
     directory = tmp_path / "landing"
     directory.mkdir()
     return directory
-
-
-@pytest.fixture
-def con(tmp_path: Path):
-    connection = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
-    yield connection
-    connection.close()
-
-
-def rows(con, sql: str, params: list | None = None) -> list[tuple]:
-    return con.execute(sql, params or []).fetchall()
 
 
 def rejected(con) -> list[tuple]:

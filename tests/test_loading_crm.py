@@ -2,27 +2,16 @@
 
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from orchestration.loading import load_landing
+from tests.conftest import rows
 
 
 @pytest.fixture
 def landing(tmp_path: Path) -> Path:
     (tmp_path / "landing" / "crm").mkdir(parents=True)
     return tmp_path / "landing"
-
-
-@pytest.fixture
-def con(tmp_path: Path):
-    connection = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
-    yield connection
-    connection.close()
-
-
-def rows(con, sql: str) -> list[tuple]:
-    return con.execute(sql).fetchall()
 
 
 def write(path: Path, text: str) -> Path:

@@ -11,23 +11,13 @@ import pytest
 from orchestration.loading import events as events_module
 from orchestration.loading import landing as landing_module
 from orchestration.loading import load_landing
+from tests.conftest import rows
 
 
 @pytest.fixture
 def landing(tmp_path: Path) -> Path:
     (tmp_path / "landing" / "events").mkdir(parents=True)
     return tmp_path / "landing"
-
-
-@pytest.fixture
-def con(tmp_path: Path):
-    connection = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
-    yield connection
-    connection.close()
-
-
-def rows(con, sql: str) -> list[tuple]:
-    return con.execute(sql).fetchall()
 
 
 def write_lines(path: Path, lines: list, ending: str = "\n") -> Path:

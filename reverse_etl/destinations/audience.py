@@ -39,7 +39,6 @@ from reverse_etl.destinations.base import (
     SyncContext,
 )
 from reverse_etl.destinations.http import HttpClient, check_url, raise_for_status
-from reverse_etl.destinations.retry import RetryPolicy
 
 SCHEMA = ["EMAIL", "PHONE"]
 MATCH_FIELDS = ("email", "phone")
@@ -127,12 +126,10 @@ class AudienceDestination(Destination):
         token = self.secret("access_token_env")
         self.country_code: str | None = self.settings["default_country_code"]
         self.path = f"/{self.settings['audience_id']}/users"
-        self.client = HttpClient(
-            self.settings["base_url"] or "https://graph.facebook.com/v21.0",
+        self.client = HttpClient.from_settings(
+            self.settings,
+            default_base_url="https://graph.facebook.com/v21.0",
             what=f"audience sync {context.sync_name!r}:",
-            timeout=self.settings["timeout_seconds"],
-            policy=RetryPolicy.from_settings(self.settings),
-            rate_limit_per_second=self.settings["rate_limit_per_second"],
             headers={"Authorization": f"Bearer {token.reveal()}"},
         )
 

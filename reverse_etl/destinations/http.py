@@ -94,6 +94,26 @@ class HttpClient:
         self._connection: http.client.HTTPConnection | None = None
         self.requests_sent = 0
 
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Mapping[str, Any],
+        *,
+        default_base_url: str,
+        what: str,
+        headers: Mapping[str, str],
+    ) -> HttpClient:
+        """A client from a destination's common settings (base_url, timeout_seconds,
+        retries, rate_limit_per_second)."""
+        return cls(
+            settings["base_url"] or default_base_url,
+            what=what,
+            timeout=settings["timeout_seconds"],
+            policy=RetryPolicy.from_settings(settings),
+            rate_limit_per_second=settings["rate_limit_per_second"],
+            headers=headers,
+        )
+
     @property
     def origin(self) -> str:
         port = f":{self.port}" if self.port else ""

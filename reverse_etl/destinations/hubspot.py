@@ -40,7 +40,6 @@ from reverse_etl.destinations.base import (
     to_json,
 )
 from reverse_etl.destinations.http import HttpClient, HttpResponse, check_url, raise_for_status
-from reverse_etl.destinations.retry import RetryPolicy
 from reverse_etl.pii import redact
 
 UPSERT_PATH = "/crm/v3/objects/contacts/batch/upsert"
@@ -105,12 +104,10 @@ class HubSpotDestination(Destination):
         super().__init__(settings, context)
         token = self.secret("token_env")
         self.id_property: str = self.settings["id_property"] or "email"
-        self.client = HttpClient(
-            self.settings["base_url"] or "https://api.hubapi.com",
+        self.client = HttpClient.from_settings(
+            self.settings,
+            default_base_url="https://api.hubapi.com",
             what=f"HubSpot sync {context.sync_name!r}:",
-            timeout=self.settings["timeout_seconds"],
-            policy=RetryPolicy.from_settings(self.settings),
-            rate_limit_per_second=self.settings["rate_limit_per_second"],
             headers={"Authorization": f"Bearer {token.reveal()}"},
         )
 
