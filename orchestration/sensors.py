@@ -6,13 +6,19 @@ import dagster as dg
 
 from orchestration.jobs import cdp_pipeline
 from orchestration.loading import landing_files
+from orchestration.loading.mappings import LANDING_MAPPING
 from orchestration.paths import landing_dir
 
 
 def landing_fingerprint() -> str:
-    """A digest of the landing files' names, sizes and modification times."""
+    """A digest of the landing files' names, sizes and modification times.
+
+    ``crm/mapping.yml`` counts too: a changed mapping loads the CRM exports again.
+    """
+    root = landing_dir()
     digest = hashlib.sha256()
-    for path in landing_files(landing_dir()):
+    mapping = root / LANDING_MAPPING
+    for path in [*landing_files(root), *([mapping] if mapping.is_file() else [])]:
         stat = path.stat()
         digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
@@ -23,8 +29,8 @@ def landing_fingerprint() -> str:
     job=cdp_pipeline,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Starts the pipeline when an export file is added to or changed in the landing "
-    "directory.",
+    description="Starts the pipeline when an export file or crm/mapping.yml is added to or "
+    "changed in the landing directory.",
 )
 def new_landing_files(context: dg.SensorEvaluationContext):
     if not landing_dir().exists():
