@@ -71,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
         type=_parse_date,
         help="last day of the generated history, YYYY-MM-DD (default today, UTC)",
     )
+    generate.add_argument(
+        "--workers",
+        type=int,
+        help="processes for runs of more than 100,000 people (default: one per CPU); "
+        "the output does not depend on it",
+    )
     generate.set_defaults(handler=_generate)
 
     customer = commands.add_parser(
@@ -244,8 +250,17 @@ def _generate(args: argparse.Namespace) -> int:
 
     if args.customers < 1:
         raise CliError("--customers must be at least 1")
+    if args.workers is not None and args.workers < 1:
+        raise CliError("--workers must be at least 1")
     started = time.monotonic()
-    report = generate(args.customers, seed=args.seed, out=args.out, end=args.end, progress=print)
+    report = generate(
+        args.customers,
+        seed=args.seed,
+        out=args.out,
+        end=args.end,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+        workers=args.workers,
+    )
     print(
         f"Wrote {report.people:,} people to {args.out}: {report.contacts:,} contacts, "
         f"{report.companies:,} companies, {report.deals:,} deals, {report.tickets:,} tickets, "

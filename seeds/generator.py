@@ -7,8 +7,12 @@
     truth.csv                            person_id,identifier_type,identifier_value
 
 People are generated one at a time and written as they are made (every file is opened once),
-so memory stays bounded for any number of customers. All randomness comes from one
-`random.Random(seed)`: the same seed, customer count and `end` give byte-identical files.
+so memory stays bounded for any number of customers. Runs of more than PART_PEOPLE people
+are cut into parts of consecutive people, made in parallel by worker processes; each part
+writes its own event files (events-YYYY-MM-partNNN.jsonl) and the parent joins the parts'
+CRM and truth rows in part order. Randomness comes from `random.Random(seed)` (and, for part
+k > 0, `Random(f"{seed}/{k}")`): the same seed, customer count and `end` give byte-identical
+files, whatever the number of workers.
 
 Identifiers live only in: contacts `Record ID`, `Email`, `Phone Number`; messages `userId`,
 `anonymousId`, `previousId`, `traits.email`, `traits.phone`. truth.csv has one row per
@@ -23,15 +27,38 @@ from __future__ import annotations
 import csv
 import json
 import math
+import multiprocessing
+import os
 import re
+import shutil
+import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from pathlib import Path
 from random import Random
 
+import orjson
+
 WINDOW_DAYS = 120
+
+# A run is cut into parts of at most this many people (by person number), each generated
+# with its own random stream, so parts can be made by parallel worker processes and the
+# output depends only on the arguments, never on the number of workers or their timing.
+PART_PEOPLE = 100_000
+# Record IDs and order numbers of part k start at k * (per-person bound) * (part size), so
+# the parts never collide: these bound what one person can use (IDs step by 1-3 or 1-4).
+_CONTACT_IDS_PER_PERSON = 2 * 3  # a contact and a duplicate
+_COMPANY_IDS_PER_PERSON = 3
+_DEAL_IDS_PER_PERSON = 2 * 4
+_TICKET_IDS_PER_PERSON = 3 * 4
+_ORDERS_PER_PERSON = 16  # a checkout at most once per visit (11), abandoned cart (1)
+_ID_RANGE = 100_000_000  # each object type's Record IDs stay within 100 million numbers
+_PROGRESS_SECONDS = 2.0  # progress lines at every 5% of people, at most this often
+_BUFFER_LINES = 4096  # event lines kept per file before a write
 
 # Junk values planted on many people; truth.csv lists them (normalized) with no person.
 JUNK_EMAILS = ("test@test.com", "unknown", "null")  # "" is planted too (an empty CRM Email)
@@ -411,6 +438,42 @@ class _Affine:
         return (i * self.mult + self.add) % self.modulus
 
 
+TRUTH_HEADER = ["person_id", "identifier_type", "identifier_value"]
+_UUID_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
+def _first(item: tuple) -> int:
+    return item[0]
+
+
+def _remove_event_files(events: Path) -> None:
+    """Event files of an earlier run (a smaller run must not leave parts behind)."""
+    for old in events.glob("events-*.jsonl"):
+        old.unlink()
+
+
+class _EventFile:
+    """An event file and the lines not yet written to it."""
+
+    __slots__ = ("f", "lines")
+
+    def __init__(self, path: Path) -> None:
+        self.f = path.open("wb", buffering=1 << 20)
+        self.lines: list[bytes] = []
+
+    def flush(self) -> None:
+        if self.lines:
+            self.f.write(b"".join(self.lines))
+            self.lines.clear()
+
+    def close(self) -> None:
+        self.flush()
+        self.f.close()
+
+
+_SERVER_CONTEXT = orjson.Fragment(orjson.dumps({"library": LIB_SERVER}))
+
+
 class _Device:
     __slots__ = ("anon", "ctx", "mobile", "offset")
 
@@ -418,13 +481,19 @@ class _Device:
         self.anon = anon
         self.mobile = mobile
         self.offset = offset  # minutes east of UTC used in `timestamp` (0 or 120)
-        self.ctx = ctx
+        # The context as JSON, made once per device: the whole of it for the app, and for
+        # the web all but the page, which each message adds (see _Generator._msg).
+        if mobile:
+            self.ctx = orjson.Fragment(orjson.dumps(ctx))
+        else:
+            self.ctx = orjson.dumps(ctx)[:-1] + b',"page":'
 
 
 class _Person:
     def __init__(self, pid: str) -> None:
         self.pid = pid
-        self.msgs: list[tuple[int, dict]] = []
+        # (time, message without its times, timestamp offset in minutes, sentAt, receivedAt)
+        self.msgs: list[tuple[int, dict, int, int, int]] = []
         self.ids: dict[tuple[str, str], None] = {}
         self.email_forms: dict[str, dict[str, None]] = {}
         self.phone_forms: dict[str, dict[str, None]] = {}
@@ -435,22 +504,48 @@ class _Person:
         self.buyer = False
 
 
+def _part_bounds(customers: int, parts: int) -> list[int]:
+    """Person numbers where each part starts (and, last, where the run ends)."""
+    return [k * customers // parts for k in range(parts + 1)]
+
+
+def _parts_for(customers: int, part_people: int) -> int:
+    return max(1, -(-customers // max(1, part_people)))
+
+
+@cache
+def _clock_bytes() -> tuple[list[bytes], list[bytes]]:
+    """b"HH:MM:SS" for every second of a day and b".mmmZ" for every millisecond."""
+    seconds = [b"%02d:%02d:%02d" % (s // 3600, s // 60 % 60, s % 60) for s in range(86_400)]
+    return seconds, [b".%03dZ" % m for m in range(1000)]
+
+
 class _Generator:
+    """Makes the people of one part (by default the whole run) and writes their rows.
+
+    Everything that must be unique or consistent across the run (person ids, user ids,
+    email and phone numbers, company names, where shared devices, junk and malformed rows
+    go) is a function of the person number, derived from `Random(seed)`; part 0 continues
+    that stream and part k > 0 draws from its own `Random("seed/k")`.
+    """
+
     def __init__(
         self,
         customers: int,
         seed: int,
         out: Path,
         end: datetime,
-        progress: Callable[[str], None] | None,
         bad_rows: int,
+        part: int = 0,
+        parts: int = 1,
+        crm_dir: Path | None = None,
     ) -> None:
         self.n = customers
         self.rng = Random(seed)
         self.out = out
+        self.crm_dir = crm_dir  # part files without headers (several parts), else None
         self.end_ms = int(end.timestamp() * 1000)
         self.start_ms = self.end_ms - WINDOW_DAYS * DAY_MS
-        self.progress = progress
         self.report = GenerateReport()
         self.planted: dict[str, int] = dict.fromkeys(
             (
@@ -485,20 +580,32 @@ class _Generator:
         self.company_number = _Affine(
             rng, len(COMPANY_WORDS_A) * len(COMPANY_WORDS_B) * len(COMPANY_SUFFIXES)
         )
-        self.contact_seq = CONTACT_ID_START
-        self.company_seq = COMPANY_ID_START
-        self.deal_seq = DEAL_ID_START
-        self.ticket_seq = TICKET_ID_START
-        self.order_seq = 0
-        self.company_count = 0
+        bounds = _part_bounds(customers, parts)
+        self.lo, self.hi = bounds[part], bounds[part + 1]
+        size = max(b - a for a, b in zip(bounds, bounds[1:], strict=False))
+        n_bad_contacts = min(max(0, bad_rows), max(2, max(0, bad_rows) // 3))
+        contact_stride = _CONTACT_IDS_PER_PERSON * size + n_bad_contacts
+        if parts > 1 and max(contact_stride, _DEAL_IDS_PER_PERSON * size) * parts >= _ID_RANGE:
+            raise ValueError(f"too many customers for the Record ID ranges: {customers:,}")
+        self.contact_seq = CONTACT_ID_START + part * contact_stride
+        self.company_seq = COMPANY_ID_START + part * _COMPANY_IDS_PER_PERSON * size
+        self.deal_seq = DEAL_ID_START + part * _DEAL_IDS_PER_PERSON * size
+        self.ticket_seq = TICKET_ID_START + part * _TICKET_IDS_PER_PERSON * size
+        self.order_seq = part * _ORDERS_PER_PERSON * size
+        self.company_count = part * size  # numbers company names: at most one per person
         self.companies: deque[tuple[str, str, str]] = deque(maxlen=300)
         self.recent_names: deque[tuple[str, str]] = deque(maxlen=500)
         self.junk: dict[tuple[str, str], None] = {}
         self.pending_shared: _Device | None = None
         self.day_cache: dict[int, tuple[str, str]] = {}
         self.iso_days: dict[int, str] = {}
-        self.encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-        self.event_files: dict[str, object] = {}
+        self.iso_days_b: dict[int, bytes] = {}
+        self.page_context: dict[str, bytes] = {}  # path -> JSON of context.page, and a "}"
+        self.page_properties: dict[tuple[str, str, str], orjson.Fragment] = {}
+        self.clock_b, self.milli_z_b = _clock_bytes()
+        self.event_suffix = f"-part{part + 1:03d}" if parts > 1 else ""
+        self.event_files: dict[str, _EventFile] = {}
+        self.day_files: dict[int, _EventFile] = {}
 
         # Rare cases are scheduled at evenly spaced people, so that small runs have them too.
         n = customers
@@ -508,9 +615,17 @@ class _Generator:
             carriers = min(n, max(1, round(JUNK_CARRIER_SHARE * n)))
         self.junk_slot = {(k * n) // carriers + n // (3 * carriers): k for k in range(carriers)}
         pairs = max(1, round(SHARED_DEVICE_PAIR_SHARE * n)) if n >= 4 else 0
-        self.shared_starts = {(k * n) // pairs + n // (2 * pairs) for k in range(pairs)} - {n - 1}
+        starts = {(k * n) // pairs + n // (2 * pairs) for k in range(pairs)} - {n - 1}
+        # The two people of a pair are consecutive and must be in the same part.
+        part_starts = set(bounds[1:-1])
+        self.shared_starts = set()
+        for start in starts:
+            if start + 1 in part_starts:  # the last person of a part: pair with the one before
+                if start in part_starts:
+                    continue  # a part of one person
+                start -= 1
+            self.shared_starts.add(start)
         n_bad_events = max(0, bad_rows)
-        n_bad_contacts = min(n_bad_events, max(2, n_bad_events // 3))
         self.bad_at = sorted(
             [((2 * k + 1) * n // (2 * n_bad_events), "events", k) for k in range(n_bad_events)]
             + [
@@ -518,7 +633,13 @@ class _Generator:
                 for k in range(n_bad_contacts)
             ]
         )
+        last = part == parts - 1
+        self.bad_at = [
+            bad for bad in self.bad_at if self.lo <= bad[0] and (bad[0] < self.hi or last)
+        ]
         self.report.bad_rows = {"events": n_bad_events, "contacts": n_bad_contacts}
+        if part:
+            self.rng = Random(f"{seed}/{part}")
 
     # ----------------------------------------------------------------------------- formatting
     def _day(self, day: int) -> tuple[str, str]:
@@ -542,6 +663,15 @@ class _Generator:
             return f"{prefix}{h:02d}:{m:02d}:{s:02d}.{milli:03d}+{offset_min // 60:02d}:00"
         return f"{prefix}{h:02d}:{m:02d}:{s:02d}.{milli:03d}Z"
 
+    def _stamp(self, ms: int) -> bytes:
+        """`_iso(ms)` as bytes, from tables (the hot path: three per message)."""
+        day, rem = divmod(ms, DAY_MS)
+        prefix = self.iso_days_b.get(day)
+        if prefix is None:
+            prefix = self.iso_days_b[day] = (self._day(day)[0] + "T").encode()
+        second, milli = divmod(rem, 1000)
+        return prefix + self.clock_b[second] + self.milli_z_b[milli]
+
     def _hubspot_date(self, ms: int) -> str:
         day, rem = divmod(ms, DAY_MS)
         h, rem = divmod(rem, HOUR_MS)
@@ -549,7 +679,7 @@ class _Generator:
 
     def _uuid(self) -> str:
         h = f"{self.rng.getrandbits(128):032x}"
-        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_UUID_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
     def _user_id(self, i: int) -> str:
         x = self.user_number(i)
@@ -560,71 +690,81 @@ class _Generator:
 
     # ----------------------------------------------------------------------------- files
     def _open(self) -> None:
-        crm = self.out / "crm"
-        crm.mkdir(parents=True, exist_ok=True)
+        """Open the CRM and truth files: the final files with their headers for a run of one
+        part, or this part's files without headers (the parent joins them)."""
         events = self.out / "events"
         events.mkdir(parents=True, exist_ok=True)
-        for old in events.glob("events-*.jsonl"):
-            old.unlink()
+        if self.crm_dir is None:
+            crm, truth_dir = self.out / "crm", self.out
+            crm.mkdir(parents=True, exist_ok=True)
+            _remove_event_files(events)
+        else:
+            crm = truth_dir = self.crm_dir
+            crm.mkdir(parents=True, exist_ok=True)
         self.files = []
+        headers = self.crm_dir is None
 
         def writer(path: Path, header: list[str]):
-            f = path.open("w", newline="", encoding="utf-8")
+            f = path.open("w", newline="", encoding="utf-8", buffering=1 << 20)
             self.files.append(f)
             w = csv.writer(f, lineterminator="\n")
-            w.writerow(header)
+            if headers:
+                w.writerow(header)
             return w
 
         self.contacts = writer(crm / "contacts.csv", CONTACT_HEADER)
         self.companies_w = writer(crm / "companies.csv", COMPANY_HEADER)
         self.deals = writer(crm / "deals.csv", DEAL_HEADER)
         self.tickets = writer(crm / "tickets.csv", TICKET_HEADER)
-        self.truth = writer(
-            self.out / "truth.csv", ["person_id", "identifier_type", "identifier_value"]
-        )
+        self.truth = writer(truth_dir / "truth.csv", TRUTH_HEADER)
 
-    def _event_file(self, ms: int):
-        month = self._day(ms // DAY_MS)[1]
-        f = self.event_files.get(month)
+    def _event_file(self, ms: int) -> _EventFile:
+        day = ms // DAY_MS
+        f = self.day_files.get(day)
         if f is None:
-            f = (self.out / "events" / f"events-{month}.jsonl").open("w", encoding="utf-8")
-            self.event_files[month] = f
-            self.files.append(f)
+            month = self._day(day)[1]
+            f = self.event_files.get(month)
+            if f is None:
+                name = f"events-{month}{self.event_suffix}.jsonl"
+                f = self.event_files[month] = _EventFile(self.out / "events" / name)
+            self.day_files[day] = f
         return f
 
     def _close(self) -> None:
+        for f in self.event_files.values():
+            f.close()
         for f in self.files:
             f.close()
 
     # ----------------------------------------------------------------------------- run
-    def run(self) -> GenerateReport:
+    def run(
+        self, progress: Callable[[int, int], None] | None = None
+    ) -> tuple[GenerateReport, list[tuple[str, str]]]:
+        """Make this part's people; returns the report and the junk values seen (for
+        truth.csv). `progress(people, events)` is called every few hundred people."""
         self._open()
         try:
             bad = deque(self.bad_at)
-            step = max(1, self.n // 10)
-            for i in range(self.n):
+            for i in range(self.lo, self.hi):
                 self._person(i)
                 while bad and bad[0][0] <= i:
                     self._bad_row(*bad.popleft()[1:])
-                if self.progress and ((i + 1) % step == 0 or i + 1 == self.n):
-                    self.progress(f"generated {i + 1:,}/{self.n:,} people")
+                if progress and (i + 1 - self.lo) % 500 == 0:
+                    progress(i + 1 - self.lo, self.report.events)
             while bad:
                 self._bad_row(*bad.popleft()[1:])
-            for kind, value in sorted(self.junk):
-                self.truth.writerow(["", kind, value])
-                self.report.identifiers += 1
+            junk = sorted(self.junk)
+            if self.crm_dir is None:
+                for kind, value in junk:
+                    self.truth.writerow(["", kind, value])
+                    self.report.identifiers += 1
         finally:
             self._close()
-        self.report.people = self.n
+        self.report.people = self.hi - self.lo
         self.report.planted = self.planted
-        if self.progress:
-            r = self.report
-            self.progress(
-                f"wrote {r.contacts:,} contacts, {r.companies:,} companies, {r.deals:,} deals, "
-                f"{r.tickets:,} tickets, {r.events:,} events, {r.identifiers:,} truth rows "
-                f"to {self.out}"
-            )
-        return self.report
+        if progress:
+            progress(self.report.people, self.report.events)
+        return self.report, junk
 
     # ----------------------------------------------------------------------------- devices
     def _device(self, mobile: bool | None = None) -> _Device:
@@ -674,31 +814,35 @@ class _Generator:
             msg["userId"] = uid
         msg.update(fields)
         if dev is None:
-            msg["context"] = {"library": LIB_SERVER}
+            msg["context"] = _SERVER_CONTEXT
             offset = 0
         elif dev.mobile:
             msg["context"] = dev.ctx
             offset = dev.offset
         else:
-            ctx = dict(dev.ctx)
-            ctx["page"] = {"path": path, "url": SITE + path}
-            msg["context"] = ctx
+            page = self.page_context.get(path)
+            if page is None:
+                page = orjson.dumps({"path": path, "url": SITE + path}) + b"}"
+                self.page_context[path] = page
+            msg["context"] = orjson.Fragment(dev.ctx + page)
             offset = dev.offset
-        msg["timestamp"] = self._iso(ts, offset)
+        # timestamp, sentAt and receivedAt (the last keys) are written by _write_messages
         random = rng.random
         sent = ts + 5 + int(random() * 1500)
-        msg["sentAt"] = self._iso(sent)
-        msg["receivedAt"] = self._iso(sent + 20 + int(random() * 600))
-        p.msgs.append((ts, msg))
+        p.msgs.append((ts, msg, offset, sent, sent + 20 + int(random() * 600)))
 
     def _page(self, p, ts, dev, uid, name, path, referrer="", anon=None) -> int:
         if dev is not None and dev.mobile:
             screen = name if name in SCREENS else "Home"
             self._msg(p, ts, dev, "screen", uid, anon=anon, name=screen, properties={})
         else:
-            props = {"path": path, "url": SITE + path, "title": f"{name} | Example Shop"}
-            if referrer:
-                props["referrer"] = referrer
+            props = self.page_properties.get((name, path, referrer))
+            if props is None:
+                props = {"path": path, "url": SITE + path, "title": f"{name} | Example Shop"}
+                if referrer:
+                    props["referrer"] = referrer
+                props = orjson.Fragment(orjson.dumps(props))
+                self.page_properties[(name, path, referrer)] = props
             self._msg(p, ts, dev, "page", uid, anon=anon, path=path, name=name, properties=props)
         return ts + 8_000 + int(self.rng.random() * 112_000)
 
@@ -792,7 +936,7 @@ class _Generator:
         shared_dev = None
         if self.pending_shared is not None:
             shared_dev, self.pending_shared = self.pending_shared, None
-        elif i in self.shared_starts and i + 1 < self.n:
+        elif i in self.shared_starts and i + 1 < self.hi:
             shared_dev = self._device(mobile=False)
             self.pending_shared = shared_dev
         junk = self.junk_slot.get(i)
@@ -1053,10 +1197,8 @@ class _Generator:
             self._deals_and_tickets(p, contact_id, company, first, last)
 
         # Duplicated messages (SDK retries), then write the person's messages in time order.
-        p.msgs.sort(key=lambda item: item[0])
+        p.msgs.sort(key=_first)
         self._write_messages(p)
-        for _, msg in p.msgs:
-            self._collect_message(p, msg)
 
         # Truth and what was planted.
         truth = self.truth
@@ -1126,7 +1268,7 @@ class _Generator:
     def _abandoned_cart(self, p: _Person) -> bool:
         since = self.end_ms - 7 * DAY_MS
         last_cart = last_order = None
-        for ts, msg in p.msgs:
+        for ts, msg, *_ in p.msgs:
             event = msg.get("event")
             if event in ("Product Added", "Checkout Started") and ts >= since:
                 last_cart = ts
@@ -1135,24 +1277,66 @@ class _Generator:
         return last_cart is not None and (last_order is None or last_order < last_cart)
 
     def _write_messages(self, p: _Person) -> None:
-        rng = self.rng
-        dumps = self.encode
-        written = 0
-        for ts, msg in p.msgs:
-            f = self._event_file(ts)
-            line = dumps(msg) + "\n"
-            f.write(line)
+        """Write the person's messages (in time order) and collect their identifiers."""
+        random = self.rng.random
+        randint = self.rng.randint
+        dumps = orjson.dumps
+        stamp = self._stamp
+        prefixes, clock, milli_z = self.iso_days_b, self.clock_b, self.milli_z_b
+        day_files = self.day_files
+        ids = p.ids
+        written = duplicates = 0
+        for ts, msg, offset, sent, received in p.msgs:
+            day, rem = divmod(ts, DAY_MS)
+            f = day_files.get(day) or self._event_file(ts)
+            prefix = prefixes.get(day) or stamp(ts)[:11]
+            body = dumps(msg)[:-1]
+            if offset:
+                parts = [body, b',"timestamp":"', self._iso(ts, offset).encode(), b"", b""]
+            else:
+                second, milli = divmod(rem, 1000)
+                parts = [body, b',"timestamp":"', prefix, clock[second], milli_z[milli]]
+            rem += sent - ts
+            if rem + received - sent < DAY_MS:  # sentAt and receivedAt on the same day
+                second, milli = divmod(rem, 1000)
+                parts += (b'","sentAt":"', prefix, clock[second], milli_z[milli])
+                second, milli = divmod(rem + received - sent, 1000)
+                parts += (b'","receivedAt":"', prefix, clock[second], milli_z[milli], b'"}\n')
+            else:
+                parts += (b'","sentAt":"', stamp(sent), b'","receivedAt":"', stamp(received))
+                parts.append(b'"}\n')
+            line = b"".join(parts)
+            lines = f.lines
+            lines.append(line)
             written += 1
-            if rng.random() < P_DUPLICATE_MESSAGE:
-                if rng.random() < 0.3:  # a retry: same message, sent and received later
-                    retry = dict(msg)
-                    later = rng.randint(10_000, 120_000)
-                    retry["sentAt"] = self._iso(ts + later)
-                    retry["receivedAt"] = self._iso(ts + later + rng.randint(20, 600))
-                    line = dumps(retry) + "\n"
-                f.write(line)
+            if random() < P_DUPLICATE_MESSAGE:
+                if random() < 0.3:  # a retry: same message, sent and received later
+                    later = ts + randint(10_000, 120_000)
+                    retried = (stamp(later), stamp(later + randint(20, 600)))
+                    line = b"".join(
+                        (*parts[:5], b'","sentAt":"', retried[0],
+                         b'","receivedAt":"', retried[1], b'"}\n')
+                    )  # fmt: skip
+                lines.append(line)
                 written += 1
-                self.planted["duplicate_messages"] += 1
+                duplicates += 1
+            if len(lines) >= _BUFFER_LINES:
+                f.flush()
+
+            # Identifiers, as _collect_message (inlined: this runs for every message).
+            value = msg.get("userId")
+            if value:
+                ids[("user_id", value)] = None
+            value = msg.get("anonymousId")
+            if value:
+                if value in JUNK_ANONYMOUS_IDS:
+                    self.junk[("anonymous_id", value)] = None
+                else:
+                    ids[("anonymous_id", value)] = None
+            kind = msg["type"]
+            if kind == "identify" or kind == "alias":
+                self._collect_message(p, msg)
+        self.planted["duplicate_messages"] += duplicates
         self.report.events += written
 
     # ----------------------------------------------------------------------------- truth
@@ -1185,8 +1369,8 @@ class _Generator:
             p.ids[(kind, value)] = None
 
     def _collect_message(self, p: _Person, msg: dict) -> None:
-        self._add_id(p, "user_id", msg.get("userId"))
-        self._add_id(p, "anonymous_id", msg.get("anonymousId"))
+        """The identifiers of an alias (previousId) or identify (traits) beyond userId and
+        anonymousId, which _write_messages collects."""
         if msg["type"] == "alias":
             self._add_id(p, "anonymous_id", msg.get("previousId"))
         if msg["type"] == "identify":
@@ -1357,7 +1541,7 @@ class _Generator:
         line = json.dumps(msg, separators=(",", ":"))
         if sub == 0:
             line = line[: len(line) // 2]
-        self._event_file(ts).write(line + "\n")
+        self._event_file(ts).lines.append(line.encode() + b"\n")
 
 
 def _weighted(rng: Random, choices):
@@ -1378,12 +1562,22 @@ def generate(
     progress: Callable[[str], None] | None = None,
     *,
     bad_rows: int = 10,
+    workers: int | None = None,
+    part_people: int | None = None,
 ) -> GenerateReport:
     """Write a synthetic landing directory for `customers` people under `out`.
 
     Events span the 120 days before `end` (default: today 00:00 UTC; a naive `end` is read as
     UTC). `bad_rows` malformed rows are planted among the events and a few (a third, at least
     two) among the contacts; 0 plants none. Same arguments give byte-identical files.
+
+    Runs of more than `part_people` (default PART_PEOPLE) people are cut into equal parts of
+    consecutive people;
+    each part has its own random stream and its own event files
+    (`events-YYYY-MM-partNNN.jsonl`), and `workers` processes (default: one per CPU) make
+    the parts. The CRM files and truth.csv are joined in part order, so the output depends
+    on the arguments but not on `workers`. `progress` gets a line at every 5% of people
+    (at most every two seconds) and a summary at the end.
     """
     if customers < 0:
         raise ValueError("customers must be >= 0")
@@ -1391,4 +1585,167 @@ def generate(
         end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     elif end.tzinfo is None:
         end = end.replace(tzinfo=UTC)
-    return _Generator(customers, seed, Path(out), end, progress, bad_rows).run()
+    out = Path(out)
+    parts = _parts_for(customers, part_people or PART_PEOPLE)
+    workers = max(1, min(parts, workers or os.cpu_count() or 1))
+    tracker = _Progress(customers, parts, progress)
+    if parts == 1:
+        report, _junk = _Generator(customers, seed, out, end, bad_rows).run(
+            lambda people, events: tracker.update(0, people, events)
+        )
+    else:
+        report = _generate_parts(customers, seed, out, end, bad_rows, parts, workers, tracker)
+    if progress:
+        progress(
+            f"wrote {report.contacts:,} contacts, {report.companies:,} companies, "
+            f"{report.deals:,} deals, {report.tickets:,} tickets, {report.events:,} events, "
+            f"{report.identifiers:,} truth rows to {out}"
+        )
+    return report
+
+
+class _Progress:
+    """Progress lines: people done, events written and the rate, at every 5% of people."""
+
+    def __init__(self, customers: int, parts: int, say: Callable[[str], None] | None) -> None:
+        self.total, self.say = customers, say
+        self.people, self.events = [0] * parts, [0] * parts
+        self.started = self.last = time.monotonic()
+        self.step = max(1, customers // 20)
+        self.next = self.step
+
+    def update(self, part: int, people: int, events: int) -> None:
+        self.people[part], self.events[part] = people, events
+        done = sum(self.people)
+        if self.say is None or done < self.next:
+            return
+        now = time.monotonic()
+        if done < self.total and now - self.last < _PROGRESS_SECONDS:
+            return
+        self.last = now
+        self.next = (done // self.step + 1) * self.step
+        rate = done / (now - self.started) if now > self.started else 0.0
+        self.say(
+            f"generated {done:,}/{self.total:,} people ({done / self.total:.0%}), "
+            f"{sum(self.events):,} events, {rate:,.0f} people/s"
+        )
+
+
+_SHARED_PROGRESS = None  # in a worker process: [people, events] per part, read by the parent
+
+
+def _init_worker(shared) -> None:
+    global _SHARED_PROGRESS
+    _SHARED_PROGRESS = shared
+
+
+def _run_part(
+    customers: int,
+    seed: int,
+    out: Path,
+    end: datetime,
+    bad_rows: int,
+    part: int,
+    parts: int,
+    parts_dir: Path,
+) -> tuple[GenerateReport, list[tuple[str, str]]]:
+    generator = _Generator(
+        customers, seed, out, end, bad_rows, part, parts, crm_dir=parts_dir / f"{part:04d}"
+    )
+    shared = _SHARED_PROGRESS
+
+    def progress(people: int, events: int) -> None:
+        if shared is not None:
+            shared[2 * part], shared[2 * part + 1] = people, events
+
+    return generator.run(progress)
+
+
+def _generate_parts(
+    customers: int,
+    seed: int,
+    out: Path,
+    end: datetime,
+    bad_rows: int,
+    parts: int,
+    workers: int,
+    tracker: _Progress,
+) -> GenerateReport:
+    """Make the parts (in `workers` processes) and join their CRM and truth files."""
+    (out / "crm").mkdir(parents=True, exist_ok=True)
+    (out / "events").mkdir(parents=True, exist_ok=True)
+    _remove_event_files(out / "events")
+    parts_dir = out / ".generate-parts"
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    args = [(customers, seed, out, end, bad_rows, part, parts, parts_dir) for part in range(parts)]
+    try:
+        if workers == 1:
+            results = []
+            for part, part_args in enumerate(args):
+                generator = _Generator(*part_args[:5], part, parts, parts_dir / f"{part:04d}")
+                results.append(
+                    generator.run(
+                        lambda people, events, part=part: tracker.update(part, people, events)
+                    )
+                )
+        else:
+            results = _run_workers(args, parts, workers, tracker)
+        report = GenerateReport(people=customers, bad_rows=results[0][0].bad_rows)
+        report.planted = dict.fromkeys(results[0][0].planted, 0)
+        junk: set[tuple[str, str]] = set()
+        for part_report, part_junk in results:
+            for name in ("contacts", "companies", "deals", "tickets", "events", "identifiers"):
+                setattr(report, name, getattr(report, name) + getattr(part_report, name))
+            for case, count in part_report.planted.items():
+                report.planted[case] += count
+            junk.update(part_junk)
+        headers = {
+            "contacts": CONTACT_HEADER,
+            "companies": COMPANY_HEADER,
+            "deals": DEAL_HEADER,
+            "tickets": TICKET_HEADER,
+        }
+        for kind, header in headers.items():
+            _join(out / "crm" / f"{kind}.csv", header, parts_dir, f"{kind}.csv", parts)
+        extra = [["", kind, value] for kind, value in sorted(junk)]
+        _join(out / "truth.csv", TRUTH_HEADER, parts_dir, "truth.csv", parts, extra)
+        report.identifiers += len(extra)
+    finally:
+        shutil.rmtree(parts_dir, ignore_errors=True)
+    return report
+
+
+def _run_workers(args, parts: int, workers: int, tracker: _Progress):
+    # fork (Linux) starts workers at once and, unlike spawn, does not re-run the caller's
+    # main module, so that a script without a __main__ guard may call generate().
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    shared = context.Array("q", 2 * parts, lock=False)
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(shared,)
+    ) as pool:
+        futures = [pool.submit(_run_part, *part_args) for part_args in args]
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
+            for future in done:
+                if future.exception() is not None:
+                    for other in pending:
+                        other.cancel()
+                    raise future.exception()
+            for part in range(parts):
+                tracker.update(part, shared[2 * part], shared[2 * part + 1])
+        return [future.result() for future in futures]
+
+
+def _join(path: Path, header: list[str], parts_dir: Path, name: str, parts: int, extra=()) -> None:
+    """Write `path`: the header, each part's file in part order, then `extra` rows."""
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        f.flush()
+        for part in range(parts):
+            with (parts_dir / f"{part:04d}" / name).open("rb") as src:
+                shutil.copyfileobj(src, f.buffer, 1 << 22)
+        f.buffer.flush()
+        writer.writerows(extra)

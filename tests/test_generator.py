@@ -65,9 +65,10 @@ def valid_message(msg) -> bool:
 class Output:
     """A generated directory, parsed into well-formed rows, malformed rows and truth."""
 
-    def __init__(self, out: Path, report: GenerateReport) -> None:
+    def __init__(self, out: Path, report: GenerateReport, **kwargs) -> None:
         self.out = out
         self.report = report
+        self.kwargs = kwargs  # generate()'s keyword arguments beyond the defaults of run()
         self.messages: list[dict] = []
         self.bad_event_lines: list[str] = []
         for path in sorted((out / "events").glob("*.jsonl")):
@@ -151,16 +152,20 @@ class Output:
 
 
 def run(out: Path, customers: int = PEOPLE, seed: int = 7, **kwargs) -> Output:
-    return Output(out, generate(customers, seed, out, end=END, **kwargs))
+    return Output(out, generate(customers, seed, out, end=END, **kwargs), **kwargs)
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Output:
-    return run(tmp_path_factory.mktemp("gen") / "out")
+# Every test of `data` runs on a run of one part and on a run cut into three parts of 100
+# people (made by two worker processes), which must plant the same cases.
+@pytest.fixture(
+    scope="module", params=[{}, {"part_people": 100, "workers": 2}], ids=["1part", "3parts"]
+)
+def data(request, tmp_path_factory) -> Output:
+    return run(tmp_path_factory.mktemp("gen") / "out", **request.param)
 
 
 def test_the_same_seed_and_end_give_byte_identical_files(data, tmp_path):
-    again = run(tmp_path / "again")
+    again = run(tmp_path / "again", **data.kwargs)
     assert again.file_bytes() == data.file_bytes()
     assert again.report == data.report
 
@@ -185,7 +190,12 @@ def test_the_layout_has_hubspot_headers_and_monthly_event_files(data):
     assert headers["deals"].startswith("Record ID,Deal Name,Deal Stage,Pipeline,Amount")
     assert headers["tickets"].startswith("Record ID,Ticket name,Ticket status,Priority")
     names = sorted(p.name for p in (data.out / "events").iterdir())
-    assert names == [f"events-2026-{m:02d}.jsonl" for m in range(7, 12)]
+    if data.kwargs:
+        parts = ("-part001", "-part002", "-part003")
+        assert names == [f"events-2026-{m:02d}{part}.jsonl" for m in range(7, 12) for part in parts]
+    else:
+        assert names == [f"events-2026-{m:02d}.jsonl" for m in range(7, 12)]
+    assert not list(data.out.glob(".*")), "no part files are left behind"
     assert (
         (data.out / "truth.csv")
         .read_text()
@@ -632,3 +642,54 @@ def test_a_naive_end_is_read_as_utc(tmp_path):
     assert naive == aware
     for name in ("truth.csv", "crm/contacts.csv"):
         assert (tmp_path / "naive" / name).read_bytes() == (tmp_path / "aware" / name).read_bytes()
+
+
+# --------------------------------------------------------------------------- parts and workers
+
+
+def test_the_output_does_not_depend_on_the_number_of_workers(tmp_path):
+    one = run(tmp_path / "one", customers=250, part_people=60, workers=1)
+    two = run(tmp_path / "two", customers=250, part_people=60, workers=2)
+    assert one.file_bytes() == two.file_bytes()
+    assert one.report == two.report
+    assert len(list((one.out / "events").iterdir())) == 5 * 5
+
+
+def test_parts_cover_every_person_once_with_disjoint_ids(tmp_path):
+    cut = run(tmp_path / "cut", customers=250, part_people=60, workers=2)
+    people = {row["person_id"] for row in cut.truth if row["person_id"]}
+    assert people == {f"p{i:06d}" for i in range(1, 251)}
+    # Five parts of 50 people: part k makes people k*50+1 .. k*50+50, whole (shared devices
+    # included), and writes their messages to its own files.
+    seen = set()
+    for path in (cut.out / "events").glob("*.jsonl"):
+        part = int(path.stem[-3:]) - 1
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                msg = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if valid_message(msg):
+                for person in cut.person_of(msg):
+                    assert (int(person[1:]) - 1) // 50 == part, (person, path.name)
+                    seen.add(person)
+    assert seen == people
+    assert cut.report.planted["shared_device"] > 0
+    # Record IDs and order ids of different parts never collide.
+    ids = [row["Record ID"] for rows in cut.csv.values() for row in rows]
+    assert len(ids) == len(set(ids))
+    owners = defaultdict(set)
+    for msg in cut.messages:
+        if msg.get("event") == "Order Completed":
+            owners[msg["properties"]["order_id"]].add(cut.user(msg))
+    assert owners and all(len(users) == 1 for users in owners.values())
+
+
+def test_a_smaller_run_replaces_the_part_files_of_a_larger_one(tmp_path):
+    out = tmp_path / "out"
+    generate(120, 1, out, end=END, part_people=50, workers=1)
+    assert len(list((out / "events").iterdir())) == 3 * 5
+    generate(40, 1, out, end=END, part_people=50)
+    assert sorted(p.name for p in (out / "events").iterdir()) == [
+        f"events-2026-{m:02d}.jsonl" for m in range(7, 12)
+    ]
