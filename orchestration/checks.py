@@ -9,7 +9,7 @@ stops the downstream models (dbt, syncs, publish) from building in that run; a f
 
 The suites validate what the loader does not enforce row by row (formats, ranges,
 uniqueness) and, as a safety net, what it does (required ids, accepted types). Only the
-columns a suite needs are read from the warehouse.
+columns a suite needs, of the rows the current run loaded, are read from the warehouse.
 """
 
 import os
@@ -143,14 +143,18 @@ class Outcome:
         )
 
 
-def validate(con, suite: Suite) -> list[Outcome]:
-    """Validate one raw table against its suite with great-expectations."""
+def validate(con, suite: Suite, loaded_since: datetime | None = None) -> list[Outcome]:
+    """Validate one raw table against its suite with great-expectations: the rows loaded at
+    or after ``loaded_since``, or all of them."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     import great_expectations.expectations as gxe
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    frame: pd.DataFrame = con.execute(suite.query).df()
+    if loaded_since is None:
+        frame: pd.DataFrame = con.execute(suite.query).df()
+    else:
+        frame = con.execute(f"{suite.query} WHERE _loaded_at >= ?", [loaded_since]).df()
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     batch = (
@@ -187,8 +191,11 @@ def validate(con, suite: Suite) -> list[Outcome]:
     return outcomes
 
 
-def check_result(table: str, outcomes: list[Outcome]) -> dg.AssetCheckResult:
-    """The Dagster result: ERROR when a critical expectation failed, else WARN on failure."""
+def check_result(
+    table: str, outcomes: list[Outcome], rows_validated: int | None = None
+) -> dg.AssetCheckResult:
+    """The Dagster result: ERROR when a critical expectation failed, else WARN on failure.
+    rows_validated: how many rows were validated (the rows loaded in this run), when known."""
     failed = [o for o in outcomes if not o.success]
     critical = any(o.rule.severity == "critical" for o in failed)
     rows = "\n".join(
@@ -213,6 +220,11 @@ def check_result(table: str, outcomes: list[Outcome]) -> dg.AssetCheckResult:
         metadata=metadata,
         description=(
             f"{len(outcomes) - len(failed)} of {len(outcomes)} expectations passed"
+            + (
+                f" on the {rows_validated:,} rows loaded in this run"
+                if rows_validated is not None
+                else ""
+            )
             + (f"; failed: {'; '.join(o.describe() for o in failed)}" if failed else "")
         ),
     )
@@ -232,12 +244,18 @@ def check_result(table: str, outcomes: list[Outcome]) -> dg.AssetCheckResult:
     name="raw_data_quality",
 )
 def raw_data_quality(context: dg.AssetCheckExecutionContext, paths: CdpPaths):
-    """Validate every raw table with its great-expectations suite."""
+    """Validate the rows this run loaded into every raw table with its great-expectations
+    suite (rows loaded by earlier runs were validated by them)."""
     suites = _suites(datetime.now(UTC))
+    started = context.instance.get_run_stats(context.run.run_id).start_time
+    loaded_since = datetime.fromtimestamp(started or 0, UTC)
     with connect(paths.warehouse_path()) as con:
         for table in RAW_TABLES.values():
-            outcomes = validate(con, suites[table])
-            result = check_result(table, outcomes)
+            outcomes = validate(con, suites[table], loaded_since)
+            rows = con.execute(
+                f"SELECT count(*) FROM {table} WHERE _loaded_at >= ?", [loaded_since]
+            ).fetchone()[0]
+            result = check_result(table, outcomes, rows)
             for outcome in outcomes:
                 if not outcome.success:
                     level = "critical" if outcome.rule.severity == "critical" else "warning"

@@ -56,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
         help="folder of exports (crm/*.csv, events/*.jsonl[.gz]); default $CDP_LANDING_DIR "
         "or the demo exports in seeds/demo",
     )
+    run.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="rebuild every dbt model from all loaded data instead of only what changed (the "
+        "id registry and the segment history are kept); needed after editing an incremental "
+        "model's SQL",
+    )
     run.set_defaults(handler=_run)
 
     generate = commands.add_parser(
@@ -182,7 +189,7 @@ def _run(args: argparse.Namespace) -> int:
     started = datetime.now(UTC)
     clock = time.monotonic()
     with _single_run_lock(dagster_home):
-        result = execute_pipeline()
+        result = execute_pipeline(full_refresh=args.full_refresh)
     if not result.success:
         print(f"\nThe run failed ({result.run_id}):", file=sys.stderr)
         for event in result.all_events:
@@ -202,8 +209,9 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def execute_pipeline():
-    """Execute the pipeline job in this process, recorded in the Dagster instance."""
+def execute_pipeline(full_refresh: bool = False):
+    """Execute the pipeline job in this process, recorded in the Dagster instance;
+    full_refresh: `dbt build --full-refresh`."""
     import dagster as dg
 
     from orchestration.definitions import defs
@@ -216,7 +224,10 @@ def execute_pipeline():
         return job.execute_in_process(
             instance=instance,
             raise_on_error=False,
-            run_config={"loggers": {"console": {}}},
+            run_config={
+                "loggers": {"console": {}},
+                "ops": {"cdp_dbt_models": {"config": {"full_refresh": full_refresh}}},
+            },
         )
 
 

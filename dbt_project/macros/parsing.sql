@@ -30,3 +30,21 @@ list_filter(
     lambda x: x <> ''
 )
 {%- endmacro %}
+
+{# Pre-hook of the incremental event models: when raw.events lost rows since the model last
+   read it (an events file was replaced or became a copy of another), empty the model so that
+   this run rebuilds it from all of raw.events. The loader records every such file in
+   raw.loaded_files with its status and time. watermark: SQL for the newest raw _loaded_at the
+   model has read. #}
+{% macro rebuild_if_raw_events_removed(watermark=none) -%}
+{%- if is_incremental() -%}
+delete from {{ this }}
+where exists (
+    select 1
+    from raw.loaded_files  {#- written with raw.events by the same Dagster asset #}
+    where file_kind = 'events'
+        and status in ('replaced', 'duplicate')
+        and loaded_at > {{ watermark or '(select max(_loaded_at) from ' ~ this ~ ')' }}
+)
+{%- endif -%}
+{%- endmacro %}

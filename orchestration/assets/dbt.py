@@ -23,16 +23,29 @@ class CdpDbtTranslator(DagsterDbtTranslator):
         return dbt_resource_props.get("schema")
 
 
+class DbtBuildConfig(dg.Config):
+    """Run config of the dbt step: full_refresh rebuilds the incremental models from all
+    loaded data (`dbt build --full-refresh`); models with full_refresh: false are kept."""
+
+    full_refresh: bool = False
+
+
 def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
     @dbt_assets(
         manifest=project.manifest_path,
         project=project,
         dagster_dbt_translator=CdpDbtTranslator(),
     )
-    def cdp_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, paths: CdpPaths):
+    def cdp_dbt_models(
+        context: dg.AssetExecutionContext,
+        dbt: DbtCliResource,
+        paths: CdpPaths,
+        config: DbtBuildConfig,
+    ):
         # dbt runs as a subprocess that inherits this environment; its profile reads CDP_WAREHOUSE.
         os.environ["CDP_WAREHOUSE"] = str(paths.warehouse_path())
-        invocation = dbt.cli(["build"], context=context)
+        args = ["build", "--full-refresh"] if config.full_refresh else ["build"]
+        invocation = dbt.cli(args, context=context)
         try:
             yield from invocation.stream()
         finally:

@@ -1,13 +1,20 @@
 """The whole pipeline at scale: generate, then `cdp run`, per stage wall time and peak memory.
 
-    .venv/bin/python tests/benchmarks/bench_pipeline.py [--customers 100000 1000000] [--workdir DIR]
+    .venv/bin/python tests/benchmarks/bench_pipeline.py [--customers 100000 1000000]
+                                                        [--new-share 0.01] [--workdir DIR]
+                                                        [--landing DIR]
 
-For each size: `cdp generate` (timed), then one `cdp run` in a subprocess with a fresh
-warehouse and Dagster home. Peak memory is the largest sum of resident memory over the
-`cdp run` process tree (dbt runs as a child process), sampled every 100 ms. Stage times come
-from the run's Dagster event log: each step's duration, and for the dbt step the execution
-time of its models grouped by schema (staging, identity, cdp, segments); the rest of the dbt
-step (start-up, parsing, tests) is reported as "dbt overhead and tests".
+For each size: `cdp generate` (timed); the newest --new-share of the events (by timestamp:
+new events of known people, new people, anonymous devices that sign in and merge) is held
+back (--landing: use that generated folder instead, for one size; its files are changed in
+place). Then a full `cdp run` in a subprocess with a fresh warehouse and Dagster home, and an
+incremental `cdp run` after the held-back events land as a new file; the incremental run's
+cost is reported as a share of the full run's. Peak memory is the largest sum of resident
+memory over the `cdp run` process tree (dbt runs as a child process), sampled every 100 ms.
+Stage times come from the run's Dagster event log: each step's duration, and for the dbt step
+the execution time of its models grouped by schema (staging, identity, intermediate, cdp,
+segments); the rest of the dbt step (start-up, parsing, tests) is reported as "dbt overhead
+and tests".
 """
 
 import argparse
@@ -18,10 +25,14 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
+# This checkout's `cdp` (not whichever one the environment installed).
+CDP = [sys.executable, "-m", "orchestration.cli"]
 
 
 def tree_rss_bytes(pid: int) -> int:
@@ -100,49 +111,117 @@ def stage_times(dagster_home: Path) -> list[tuple[str, float]]:
                 models[materialization.asset_key.path[0]] += float(duration.value)
     rows = [("load (raw_tables)", steps.pop("raw_tables", 0.0))]
     dbt_step = steps.pop("cdp_dbt_models", 0.0)
-    for schema in ("staging", "identity", "cdp", "segments"):
+    for schema in ("staging", "identity", "intermediate", "cdp", "segments"):
         rows.append((f"dbt models: {schema}", models.pop(schema, 0.0)))
     rows.append(("dbt overhead and tests", dbt_step - sum(t for _, t in rows[1:])))
     rows.extend((f"step {key}", seconds) for key, seconds in sorted(steps.items()))
     return rows
 
 
-def bench(customers: int, workdir: Path) -> None:
+def event_time(line: bytes) -> float | None:
+    """The `timestamp` of a generated JSON line as epoch seconds (None when it has none)."""
+    start = line.find(b'"timestamp":"')
+    if start < 0:
+        return None
+    text = line[start + 13 : line.find(b'"', start + 13)].decode()
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def hold_back_newest(events_dir: Path, share: float, out: Path) -> int:
+    """Move the newest `share` of the event lines (by timestamp) of every file in events_dir
+    into the file `out`; lines without a readable timestamp stay. Returns the lines moved."""
+    files = sorted(events_dir.glob("*.jsonl"))
+    times = np.array(
+        [t for path in files for line in path.open("rb") if (t := event_time(line)) is not None]
+    )
+    cutoff = float(np.quantile(times, 1 - share))
+    moved = 0
+    with out.open("wb") as held:
+        for path in files:
+            kept = path.with_suffix(".kept")
+            with path.open("rb") as lines, kept.open("wb") as keep:
+                for line in lines:
+                    t = event_time(line)
+                    if t is not None and t > cutoff:
+                        held.write(line)
+                        moved += 1
+                    else:
+                        keep.write(line)
+            kept.replace(path)
+    return moved
+
+
+def print_run(title: str, seconds: float, peak: int, dagster_home: Path, output: str) -> None:
+    print(f"{title}: {seconds:.1f} s end to end, peak {peak / 2**30:.2f} GiB")
+    print("| stage | seconds |\n|---|---:|")
+    for stage, stage_seconds in stage_times(dagster_home):
+        print(f"| {stage} | {stage_seconds:.1f} |")
+    summary = output[output.find("\nRun ") :].strip()
+    print(
+        "\n"
+        + "\n".join(
+            line
+            for line in summary.splitlines()
+            if "nanobind" not in line and not line.startswith((" - ", "See https"))
+        )
+    )
+
+
+def bench(customers: int, workdir: Path, new_share: float, landing: Path | None) -> None:
     root = workdir / f"customers-{customers}"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     env = {**os.environ, "DAGSTER_HOME": str(root / "dagster"), "GX_ANALYTICS_ENABLED": "false"}
     (root / "dagster").mkdir()
-    landing = root / "landing"
-    generate_seconds, generate_peak, _ = run_measured(
-        [str(BIN / "cdp"), "generate", "--customers", str(customers), "--seed", "1",
-         "--end", "2026-11-15", "--out", str(landing)],
-        env,
-    )  # fmt: skip
+    generate_seconds = generate_peak = 0
+    if landing is None:
+        landing = root / "landing"
+        generate_seconds, generate_peak, _ = run_measured(
+            [*CDP, "generate", "--customers", str(customers), "--seed", "1",
+             "--end", "2026-11-15", "--out", str(landing)],
+            env,
+        )  # fmt: skip
     events = sum(1 for path in (landing / "events").glob("*.jsonl") for _ in path.open("rb"))
-    run_seconds, run_peak, output = run_measured(
-        [str(BIN / "cdp"), "run", "--landing", str(landing),
-         "--warehouse", str(root / "warehouse" / "cdp.duckdb")],
-        env,
-    )  # fmt: skip
+    held_back = root / "new-events.jsonl"
+    new_events = hold_back_newest(landing / "events", new_share, held_back)
+    warehouse = root / "warehouse" / "cdp.duckdb"
+    run = [*CDP, "run", "--landing", str(landing), "--warehouse", str(warehouse)]
     print(f"\n## {customers:,} customers, {events:,} event lines")
-    print(f"generate: {generate_seconds:.1f} s, peak {generate_peak / 2**30:.2f} GiB")
-    print(f"cdp run:  {run_seconds:.1f} s end to end, peak {run_peak / 2**30:.2f} GiB")
-    print("| stage | seconds |\n|---|---:|")
-    for stage, seconds in stage_times(root / "dagster"):
-        print(f"| {stage} | {seconds:.1f} |")
-    summary = output[output.find("\nRun ") :].strip()
-    print("\n" + summary)
+    if generate_seconds:
+        print(f"generate: {generate_seconds:.1f} s, peak {generate_peak / 2**30:.2f} GiB")
+    full_seconds, full_peak, output = run_measured(run, env)
+    print_run(
+        f"full cdp run ({events - new_events:,} events)",
+        full_seconds,
+        full_peak,
+        root / "dagster",
+        output,
+    )
+    shutil.move(held_back, landing / "events" / "zz-new-events.jsonl")
+    seconds, peak, output = run_measured(run, env)
+    print_run(
+        f"\nincremental cdp run (+{new_events:,} events, {new_events / events:.1%})",
+        seconds,
+        peak,
+        root / "dagster",
+        output,
+    )
+    print(f"\nincremental / full: {seconds / full_seconds:.1%}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--new-share", type=float, default=0.01)
+    parser.add_argument("--landing", type=Path, help="a folder `cdp generate` made (one size)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/cdp-bench-pipeline"))
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}")
     for customers in args.customers:
-        bench(customers, args.workdir)
+        bench(customers, args.workdir, args.new_share, args.landing)
 
 
 if __name__ == "__main__":

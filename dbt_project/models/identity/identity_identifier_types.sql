@@ -34,6 +34,11 @@ final as (
         super_node_threshold,
         never_links_with,
         event_fields,
+        -- What identity_occurrences collects by: when it changes, that table is rebuilt.
+        md5(string_agg(
+            concat_ws('|', identifier_type, normalizer, default_country_code, event_fields::varchar),
+            ';' order by identifier_type
+        ) over ()) as rules_version,
     from types
 )
 

@@ -2,11 +2,29 @@
 -- the rules of its type (identity_identifier_types), with where the record came from. A
 -- type missing from the rules is not collected; a value that does not normalize is dropped.
 -- The records that name two or more identifiers make the edges.
+--
+-- Incremental: CRM contacts are collected again on every run (the pre-hook removes their
+-- rows); of the events, only the messages staged since the newest event here, plus the
+-- aliases whose previousId a new message now uses as a userId (it becomes a user id). The
+-- table is rebuilt when raw event rows were removed (macro rebuild_if_raw_events_removed) or
+-- when the rules that collect identifiers changed (column rules_version).
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='record_key',
+    on_schema_change='fail',
+    pre_hook=[
+        "{{ rebuild_if_raw_events_removed(\"(select max(_loaded_at) from \" ~ this ~ \" where record_source = 'event')\") }}",
+        "{% if is_incremental() %}delete from {{ this }} where record_source = 'crm_contact' or rules_version <> (select rules_version from {{ ref('identity_identifier_types') }} limit 1){% endif %}",
+        "{% if is_incremental() %}delete from {{ this }} where record_source = 'event' and record_id in (select message_id from {{ ref('stg_events__messages') }} where _loaded_at > (select max(_loaded_at) from {{ this }} where record_source = 'event')){% endif %}",
+    ],
+) }}
+
 with contacts as (
     select * from {{ ref('stg_crm__contacts') }}
 ),
 
-messages as (
+all_messages as (
     select * from {{ ref('stg_events__messages') }}
 ),
 
@@ -15,8 +33,31 @@ identifier_types as (
 ),
 
 known_user_ids as (
-    select distinct user_id from messages where user_id is not null
+    select distinct user_id from all_messages where user_id is not null
 ),
+
+{% if is_incremental() %}
+new_messages as (
+    select message_id, user_id
+    from all_messages
+    where _loaded_at > (
+        select coalesce(max(_loaded_at), '-infinity'::timestamptz)
+        from {{ this }}
+        where record_source = 'event'
+    )
+),
+
+messages as (
+    select *
+    from all_messages
+    where message_id in (select message_id from new_messages)
+        or previous_id in (select user_id from new_messages)
+),
+{% else %}
+messages as (
+    select * from all_messages
+),
+{% endif %}
 
 event_fields as (
     select
@@ -35,6 +76,7 @@ contact_values as (
             _source_file as source_file,
             _source_line as source_line,
             coalesce(created_at, _loaded_at) as seen_at,
+            _loaded_at,
             contact_id as crm_contact_id,
             email_raw::varchar as email,
             phone_raw::varchar as phone,
@@ -53,6 +95,7 @@ message_values as (
             _source_file as source_file,
             _source_line as source_line,
             event_at as seen_at,
+            _loaded_at,
             user_id,
             anonymous_id,
             previous_id,
@@ -88,6 +131,7 @@ event_field_values as (
         m._source_file as source_file,
         m._source_line as source_line,
         m.event_at as seen_at,
+        m._loaded_at,
         f.identifier_type,
         json_extract_string(
             case f.json_column
@@ -102,13 +146,13 @@ event_field_values as (
 ),
 
 all_values as (
-    select record_key, record_source, record_id, source_file, source_line, seen_at, identifier_type, raw_value
+    select record_key, record_source, record_id, source_file, source_line, seen_at, _loaded_at, identifier_type, raw_value
     from contact_values
     union all
-    select record_key, record_source, record_id, source_file, source_line, seen_at, identifier_type, raw_value
+    select record_key, record_source, record_id, source_file, source_line, seen_at, _loaded_at, identifier_type, raw_value
     from message_values_typed
     union all
-    select record_key, record_source, record_id, source_file, source_line, seen_at, identifier_type, raw_value
+    select record_key, record_source, record_id, source_file, source_line, seen_at, _loaded_at, identifier_type, raw_value
     from event_field_values
     where raw_value is not null
 ),
@@ -123,6 +167,8 @@ normalized as (
         v.seen_at,
         v.identifier_type,
         {{ normalize_identifier('v.raw_value', 't.normalizer', 't.default_country_code') }} as identifier_value,
+        v._loaded_at,
+        t.rules_version,
     from all_values as v
     inner join identifier_types as t on v.identifier_type = t.identifier_type
 ),

@@ -9,7 +9,7 @@ registry as (
 ),
 
 current_customers as (
-    select identifier_type, identifier_value, customer_id
+    select identifier_type, identifier_value, customer_id, changed_at as assigned_at
     from registry
     qualify row_number() over (
         partition by identifier_type, identifier_value order by changed_at desc
@@ -24,6 +24,7 @@ final as (
         i.first_seen_at,
         i.last_seen_at,
         i.occurrence_count,
+        c.assigned_at,
     from identifiers as i
     left join current_customers as c
         on i.identifier_type = c.identifier_type and i.identifier_value = c.identifier_value

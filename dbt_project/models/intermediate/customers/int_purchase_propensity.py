@@ -52,49 +52,118 @@ FEATURES = [
 ]
 
 # Features of every customer with an event at or before each cutoff, from events up to it.
-FEATURES_SQL = """
-select
-    c.cutoff_at,
-    e.customer_id,
-    date_diff('second', max(e.event_at), c.cutoff_at) / 86400.0 as days_since_last_event,
-    date_diff('second', min(e.event_at), c.cutoff_at) / 86400.0 as days_since_first_event,
-    count(*) as event_count,
-    count(*) filter (where e.event_at > c.cutoff_at - interval 7 day) as event_count_7d,
-    count(*) filter (where e.event_at > c.cutoff_at - interval 30 day) as event_count_30d,
+# One pass over the events computes every cutoff's aggregates side by side (FILTER per
+# cutoff) instead of joining each event to every later cutoff; distinct days and distinct
+# orders come from per-day and per-order rollups. {k}: the cutoff's index; {c}: its literal.
+PER_CUTOFF_AGGREGATES = """
+    max(event_at) filter (where event_at <= {c}) as last_event_at_{k},
+    min(event_at) filter (where event_at <= {c}) as first_event_at_{k},
+    count(*) filter (where event_at <= {c}) as event_count_{k},
+    count(*) filter (where event_at <= {c} and event_at > {c} - interval 7 day) as event_count_7d_{k},
+    count(*) filter (where event_at <= {c} and event_at > {c} - interval 30 day) as event_count_30d_{k},
     count(*) filter (
-        where e.event_name = 'Product Viewed' and e.event_at > c.cutoff_at - interval 7 day
-    ) as product_view_count_7d,
+        where event_name = 'Product Viewed' and event_at <= {c} and event_at > {c} - interval 7 day
+    ) as product_view_count_7d_{k},
     count(*) filter (
-        where e.event_name = 'Product Viewed' and e.event_at > c.cutoff_at - interval 14 day
-    ) as product_view_count_14d,
+        where event_name = 'Product Viewed' and event_at <= {c} and event_at > {c} - interval 14 day
+    ) as product_view_count_14d_{k},
     count(*) filter (
-        where e.event_name = 'Product Viewed' and e.event_at > c.cutoff_at - interval 30 day
-    ) as product_view_count_30d,
+        where event_name = 'Product Viewed' and event_at <= {c} and event_at > {c} - interval 30 day
+    ) as product_view_count_30d_{k},
     count(*) filter (
-        where e.message_type in ('page', 'screen') and e.event_at > c.cutoff_at - interval 30 day
-    ) as page_view_count_30d,
-    count(distinct date_trunc('day', e.event_at)) filter (
-        where e.event_at > c.cutoff_at - interval 30 day
-    ) as active_day_count_30d,
+        where message_type in ('page', 'screen') and event_at <= {c}
+        and event_at > {c} - interval 30 day
+    ) as page_view_count_30d_{k},
     count(*) filter (
-        where e.event_name in ('Product Added', 'Checkout Started')
-        and e.event_at > c.cutoff_at - interval 14 day
-    ) as cart_event_count_14d,
+        where event_name in ('Product Added', 'Checkout Started') and event_at <= {c}
+        and event_at > {c} - interval 14 day
+    ) as cart_event_count_14d_{k},
     count(*) filter (
-        where e.event_name = 'Products Searched' and e.event_at > c.cutoff_at - interval 30 day
-    ) as search_count_30d,
-    count(distinct e.order_id) filter (where e.event_name = 'Order Completed') as order_count,
-    coalesce(
-        date_diff(
-            'second', max(e.event_at) filter (where e.event_name = 'Order Completed'), c.cutoff_at
-        ) / 86400.0,
-        {never}
-    ) as days_since_last_order,
-from events as e
-inner join cutoffs as c on e.event_at <= c.cutoff_at
-where e.customer_id is not null
-group by c.cutoff_at, e.customer_id
+        where event_name = 'Products Searched' and event_at <= {c}
+        and event_at > {c} - interval 30 day
+    ) as search_count_30d_{k},
+    max(event_at) filter (
+        where event_name = 'Order Completed' and event_at <= {c}
+    ) as last_order_at_{k},
 """
+# A day counts as active for a cutoff when it has an event in (cutoff - 30 days, cutoff]: its
+# first event is at or before the cutoff and its last one after the window's start (a day
+# is shorter than the window, so it cannot hold both ends).
+PER_CUTOFF_ACTIVE_DAYS = """
+    count(*) filter (where first_at <= {c} and last_at > {c} - interval 30 day) as active_day_count_30d_{k},
+"""
+PER_CUTOFF_ORDERS = """
+    count(*) filter (where first_at <= {c}) as order_count_{k},
+"""
+PER_CUTOFF_EXAMPLES = """
+select
+    {c} as cutoff_at,
+    a.customer_id,
+    date_diff('second', a.last_event_at_{k}, {c}) / 86400.0 as days_since_last_event,
+    date_diff('second', a.first_event_at_{k}, {c}) / 86400.0 as days_since_first_event,
+    a.event_count_{k} as event_count,
+    a.event_count_7d_{k} as event_count_7d,
+    a.event_count_30d_{k} as event_count_30d,
+    a.product_view_count_7d_{k} as product_view_count_7d,
+    a.product_view_count_14d_{k} as product_view_count_14d,
+    a.product_view_count_30d_{k} as product_view_count_30d,
+    a.page_view_count_30d_{k} as page_view_count_30d,
+    coalesce(d.active_day_count_30d_{k}, 0) as active_day_count_30d,
+    a.cart_event_count_14d_{k} as cart_event_count_14d,
+    a.search_count_30d_{k} as search_count_30d,
+    coalesce(o.order_count_{k}, 0) as order_count,
+    coalesce(date_diff('second', a.last_order_at_{k}, {c}) / 86400.0, {never}) as days_since_last_order,
+from aggregates as a
+left join active_days as d on a.customer_id = d.customer_id
+left join order_counts as o on a.customer_id = o.customer_id
+where a.event_count_{k} > 0
+"""
+
+
+def features_sql(cutoffs) -> str:
+    """The features query over a relation named events, one row per cutoff and customer."""
+    literals = [f"timestamptz '{c.isoformat()}'" for c in cutoffs]
+
+    def each(template: str, joiner: str = "") -> str:
+        return joiner.join(
+            template.format(k=k, c=c, never=NEVER_DAYS) for k, c in enumerate(literals)
+        )
+
+    return f"""
+with narrow as (
+    select customer_id, event_at, event_name, message_type, order_id
+    from events
+    where customer_id is not null
+),
+aggregates as materialized (
+    select customer_id, {each(PER_CUTOFF_AGGREGATES)}
+    from narrow
+    group by customer_id
+),
+days as (
+    select customer_id, min(event_at) as first_at, max(event_at) as last_at
+    from narrow
+    group by customer_id, date_trunc('day', event_at)
+),
+active_days as materialized (
+    select customer_id, {each(PER_CUTOFF_ACTIVE_DAYS)}
+    from days
+    group by customer_id
+),
+orders as (
+    select customer_id, min(event_at) as first_at
+    from narrow
+    where event_name = 'Order Completed' and order_id is not null
+    group by customer_id, order_id
+),
+order_counts as materialized (
+    select customer_id, {each(PER_CUTOFF_ORDERS)}
+    from orders
+    group by customer_id
+)
+{each(PER_CUTOFF_EXAMPLES, "union all")}
+"""
+
 
 # Customers who completed an order in (cutoff, cutoff + horizon].
 LABELS_SQL = """
@@ -177,7 +246,7 @@ def _examples(events, cutoffs, horizon_days: int) -> pd.DataFrame:
     """Features and label (ordered within the horizon after the cutoff) per cutoff and customer."""
     cutoff_list = ", ".join(f"(timestamptz '{c.isoformat()}')" for c in cutoffs)
     with_cutoffs = f"with cutoffs as (select * from (values {cutoff_list}) as t(cutoff_at)) "
-    features = events.query("events", with_cutoffs + FEATURES_SQL.format(never=NEVER_DAYS)).df()
+    features = events.query("events", features_sql(cutoffs)).df()
     labels = events.query("events", with_cutoffs + LABELS_SQL.format(horizon=horizon_days)).df()
     labels["label"] = 1
     examples = features.merge(labels, how="left", on=["cutoff_at", "customer_id"])

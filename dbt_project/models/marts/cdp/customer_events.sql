@@ -1,22 +1,60 @@
 -- Every deduplicated event with its customer: by userId, else anonymousId, else the email or
--- phone in its traits. It is rebuilt from the current identity resolution on every run, so
--- when profiles merge their events are re-keyed to the surviving customer_id and a customer's
--- journey, from the first anonymous visit on, is one query. customer_id is NULL only when
--- every identifier the message carries was held out by a rule (identity.identifiers_held_out
--- says which). A session is a customer's run of events with no gap longer than
--- vars.session_timeout_minutes.
-with messages as (
-    select * from {{ ref('stg_events__messages') }}
-),
+-- phone in its traits. When profiles merge their events are re-keyed to the surviving
+-- customer_id, so a customer's journey, from the first anonymous visit on, is one query.
+-- customer_id is NULL only when every identifier the message carries was held out by a rule
+-- (identity.identifiers_held_out says which). A session is a customer's run of events with no
+-- gap longer than vars.session_timeout_minutes. customer_assigned_at: when the identifier
+-- that keys the event got its current customer (a registry change).
+--
+-- Incremental: a run keys only the messages staged since the newest _loaded_at here and the
+-- messages naming an identifier whose customer changed since the newest customer_assigned_at
+-- here; every customer those messages belong to now or belonged to before gets all its
+-- sessions computed again (delete+insert by message_id). The result equals a full rebuild.
+-- The table is rebuilt when raw event rows were removed (macro rebuild_if_raw_events_removed).
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='message_id',
+    on_schema_change='fail',
+    pre_hook="{{ rebuild_if_raw_events_removed() }}",
+) }}
 
-identifiers as (
+with identifiers as (
     select * from {{ ref('customer_identifiers') }}
 ),
+
+{% if is_incremental() %}
+changed_identifiers as (
+    select identifier_type, identifier_value
+    from identifiers
+    where assigned_at > (select coalesce(max(customer_assigned_at), '-infinity'::timestamptz) from {{ this }})
+),
+
+messages as (
+    select *
+    from {{ ref('stg_events__messages') }}
+    where _loaded_at > (select coalesce(max(_loaded_at), '-infinity'::timestamptz) from {{ this }})
+        or user_id in (select identifier_value from changed_identifiers where identifier_type = 'user_id')
+        or anonymous_id in (select identifier_value from changed_identifiers where identifier_type = 'anonymous_id')
+        or email in (select identifier_value from changed_identifiers where identifier_type = 'email')
+        or phone in (select identifier_value from changed_identifiers where identifier_type = 'phone')
+),
+{% else %}
+messages as (
+    select * from {{ ref('stg_events__messages') }}
+),
+{% endif %}
 
 keyed as (
     select
         m.message_id,
         coalesce(u.customer_id, a.customer_id, e.customer_id, p.customer_id) as customer_id,
+        case
+            when u.customer_id is not null then u.assigned_at
+            when a.customer_id is not null then a.assigned_at
+            when e.customer_id is not null then e.assigned_at
+            else p.assigned_at
+        end as customer_assigned_at,
         m.message_type,
         m.event_name,
         m.page_name,
@@ -29,6 +67,7 @@ keyed as (
         m.traits,
         m._source_file as source_file,
         m._source_line as source_line,
+        m._loaded_at,
     from messages as m
     left join identifiers as u
         on u.identifier_type = 'user_id' and u.identifier_value = m.user_id
@@ -40,15 +79,45 @@ keyed as (
         on p.identifier_type = 'phone' and p.identifier_value = m.phone
 ),
 
+{% if is_incremental() %}
+-- The customers whose events changed: the new owners of the keyed messages and their owners
+-- before. All their events, the unchanged ones from this table, get their sessions again.
+affected_customers as (
+    select customer_id from keyed where customer_id is not null
+    union
+    select old.customer_id
+    from {{ this }} as old
+    semi join keyed on old.message_id = keyed.message_id
+    where old.customer_id is not null
+),
+
+events as (
+    select * from keyed
+    union all by name
+    select old.* exclude (session_id)
+    from {{ this }} as old
+    anti join keyed on old.message_id = keyed.message_id
+    where old.customer_id in (select customer_id from affected_customers)
+),
+{% else %}
+events as (
+    select * from keyed
+),
+{% endif %}
+
+-- Sessions on the narrow columns, joined back by message_id.
 session_starts as (
     select
-        *,
+        message_id,
+        customer_id,
+        event_at,
         coalesce(
             event_at - lag(event_at) over (partition by customer_id order by event_at, message_id)
                 > interval '{{ var("session_timeout_minutes") }} minutes',
             true
         ) as is_session_start,
-    from keyed
+    from events
+    where customer_id is not null
 ),
 
 session_numbers as (
@@ -63,32 +132,34 @@ session_numbers as (
 
 sessions as (
     select
-        *,
-        min(event_at) over (partition by customer_id, session_number) as session_started_at,
+        message_id,
+        'ses_' || substr(md5(customer_id || ':' || cast(epoch_ms(
+            min(event_at) over (partition by customer_id, session_number)
+        ) as varchar)), 1, 16) as session_id,
     from session_numbers
 ),
 
 final as (
     select
-        message_id,
-        customer_id,
-        case
-            when customer_id is not null
-            then 'ses_' || substr(md5(customer_id || ':' || cast(epoch_ms(session_started_at) as varchar)), 1, 16)
-        end as session_id,
-        message_type,
-        event_name,
-        page_name,
-        event_at,
-        user_id,
-        anonymous_id,
-        order_id,
-        order_revenue,
-        properties,
-        traits,
-        source_file,
-        source_line,
-    from sessions
+        e.message_id,
+        e.customer_id,
+        s.session_id,
+        e.message_type,
+        e.event_name,
+        e.page_name,
+        e.event_at,
+        e.user_id,
+        e.anonymous_id,
+        e.order_id,
+        e.order_revenue,
+        e.properties,
+        e.traits,
+        e.source_file,
+        e.source_line,
+        e.customer_assigned_at,
+        e._loaded_at,
+    from events as e
+    left join sessions as s on e.message_id = s.message_id
 )
 
 select * from final

@@ -9,6 +9,7 @@ final as (
         identifier_value,
         first_seen_at,
         last_seen_at,
+        assigned_at,
     from resolved
 )
 

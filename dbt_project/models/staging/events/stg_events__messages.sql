@@ -1,12 +1,30 @@
 -- One row per message: a messageId seen more than once (SDK retries, overlapping exports)
--- keeps its first occurrence.
-with source as (
-    select * from {{ source('events', 'events') }}
+-- keeps its first occurrence (by source file name, then line).
+--
+-- Incremental: a run reads only the raw rows loaded since the newest _loaded_at here, plus
+-- the rows already here with the same message ids, and keeps the first of each id again
+-- (delete+insert by message_id), so the table equals a full rebuild. When raw rows were
+-- removed since (a changed file replaced its earlier rows), the pre-hook empties the table
+-- and this run rebuilds it from all of raw.events (macro rebuild_if_raw_events_removed).
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='message_id',
+    on_schema_change='fail',
+    pre_hook="{{ rebuild_if_raw_events_removed() }}",
+) }}
+
+with new_rows as (
+    select *
+    from {{ source('events', 'events') }}
+    {% if is_incremental() %}
+    where _loaded_at > (select coalesce(max(_loaded_at), '-infinity'::timestamptz) from {{ this }})
+    {% endif %}
 ),
 
 deduplicated as (
     select *
-    from source
+    from new_rows
     qualify row_number() over (
         partition by message_id order by _source_file, _source_line
     ) = 1
@@ -37,7 +55,23 @@ final as (
         end as order_revenue,
         _source_file,
         _source_line,
+        _loaded_at,
     from deduplicated
 )
 
+{% if is_incremental() %}
+-- A message id already here keeps whichever copy comes first, the old one or the new one.
+, candidates as (
+    select * from final
+    union all
+    select old.*
+    from {{ this }} as old
+    semi join final on old.message_id = final.message_id
+)
+
+select *
+from candidates
+qualify row_number() over (partition by message_id order by _source_file, _source_line) = 1
+{% else %}
 select * from final
+{% endif %}
