@@ -240,3 +240,38 @@ def test_cdp_run_full_refresh_rebuilds_the_incremental_models(two_runs: TwoRuns,
     ).fetchone()[0]
     assert planted == 0
     assert con.execute("select count(*) from identity.identity_registry").fetchone()[0] == registry
+
+
+def test_a_warehouse_built_before_incremental_models_is_rebuilt_not_broken(
+    two_runs: TwoRuns, tmp_path: Path
+):
+    """Tables an earlier version built (staging as a view, no watermark columns) are rebuilt
+    by the next run instead of failing it."""
+    warehouse = tmp_path / "cdp.duckdb"
+    shutil.copyfile(two_runs.warehouse, warehouse)
+    con = duckdb.connect(str(warehouse))
+    con.execute("drop table staging.stg_events__messages")
+    con.execute("create view staging.stg_events__messages as select 1 as message_id")
+    for table, column in [
+        ("identity.identity_occurrences", "_loaded_at"),
+        ("identity.identity_occurrences", "rules_version"),
+        ("cdp.cdp.customer_events", "customer_assigned_at"),
+        ("cdp.cdp.customer_events", "_loaded_at"),
+    ]:
+        con.execute(f"alter table {table} drop column {column}")
+    con.close()
+    result = dbt("build", warehouse=warehouse, target=tmp_path / "target")
+    assert result.returncode == 0, result.stdout[-4000:]
+    con = duckdb.connect(str(warehouse), read_only=True)
+    staged = con.execute("select count(*) from staging.stg_events__messages").fetchone()[0]
+    keyed = con.execute(
+        "select count(*) from cdp.cdp.customer_events where _loaded_at is not null "
+        "and (customer_id is null or customer_assigned_at is not null)"
+    ).fetchone()[0]
+    assert staged == keyed > 1000
+    assert (
+        con.execute(
+            "select count(*) from identity.identity_occurrences where rules_version is null"
+        ).fetchone()[0]
+        == 0
+    )

@@ -48,3 +48,20 @@ where exists (
 )
 {%- endif -%}
 {%- endmacro %}
+
+{# First pre-hook of an incremental model: a table built by an earlier version of the model
+   lacks columns the incremental logic reads (columns: name -> DuckDB type). Add them and
+   empty the table, so that this run rebuilds it instead of failing. #}
+{% macro rebuild_if_columns_missing(columns) -%}
+{%- if is_incremental() -%}
+{%- set present = adapter.get_columns_in_relation(this) | map(attribute='name') | map('lower') | list -%}
+{%- set missing = [] -%}
+{%- for name in columns if name not in present -%}{%- do missing.append(name) -%}{%- endfor -%}
+{%- if missing -%}
+{%- for name in missing %}
+alter table {{ this }} add column {{ name }} {{ columns[name] }};
+{%- endfor %}
+delete from {{ this }};
+{%- endif -%}
+{%- endif -%}
+{%- endmacro %}

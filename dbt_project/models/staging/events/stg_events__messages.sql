@@ -11,7 +11,10 @@
     incremental_strategy='delete+insert',
     unique_key='message_id',
     on_schema_change='fail',
-    pre_hook="{{ rebuild_if_raw_events_removed() }}",
+    pre_hook=[
+        "{{ rebuild_if_columns_missing({'_loaded_at': 'timestamptz'}) }}",
+        "{{ rebuild_if_raw_events_removed() }}",
+    ],
 ) }}
 
 with new_rows as (
