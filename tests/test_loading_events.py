@@ -1,6 +1,7 @@
 """Event JSON Lines as the SDKs and their exports write them, parsed in DuckDB SQL."""
 
 import gzip
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -203,9 +204,11 @@ def test_small_blocks_give_the_same_rows_and_line_numbers_as_one_block(tmp_path,
         return loaded, rejected
 
     whole = load(1 << 30)
-    blocked = load(16_384)  # some lines are longer: they span several reads
+    blocked = load(16_384)
+    tiny = load(4_096)  # some lines are longer than a block: they span several reads
 
     assert blocked == whole
+    assert tiny == whole
     loaded, rejected = whole
     blank = {n for n in range(400) if n % 97 == 5}
     broken = {n for n in range(400) if n % 101 == 7} - blank
@@ -228,3 +231,36 @@ def test_a_long_file_reports_a_progress_bar(con, landing, monkeypatch):
     size = f"{big.stat().st_size / 1e6:.1f} MB"
     assert bars[-1].startswith(f"events/big.jsonl [####################] 100% of {size}")
     assert lines[-1].startswith("events/big.jsonl: ")
+
+
+def test_a_new_file_is_hashed_while_it_loads_and_a_copy_found_then_loads_nothing(con, landing):
+    lines = many_events(300)
+    plain = write_lines(landing / "events" / "a.jsonl", lines)
+    packed = write_lines(landing / "events" / "b.jsonl.gz", lines)
+    (landing / "events" / "c.jsonl").write_bytes(plain.read_bytes())  # a copy of a.jsonl
+
+    first = load_landing(con, landing)
+
+    assert [(f.path.name, f.status) for f in first.files] == [
+        ("a.jsonl", "loaded"),
+        ("b.jsonl.gz", "loaded"),
+        ("c.jsonl", "duplicate"),
+    ]
+    assert first.files[2].duplicate_of == plain.resolve()
+    plain_hash = hashlib.sha256(plain.read_bytes()).hexdigest()
+    assert rows(
+        con, "SELECT file_path, content_hash, rows_loaded FROM raw.loaded_files ORDER BY 1"
+    ) == [
+        (str(plain.resolve()), plain_hash, 293),  # 300 lines, 4 blank, 3 broken
+        (str(packed.resolve()), hashlib.sha256(packed.read_bytes()).hexdigest(), 293),
+        (str(plain.resolve().with_name("c.jsonl")), plain_hash, 0),
+    ]
+    assert rows(con, "SELECT _source_file, count(*) FROM raw.events GROUP BY 1 ORDER BY 1") == [
+        (str(plain.resolve()), 293),
+        (str(packed.resolve()), 293),
+    ]
+    assert rows(con, "SELECT count(DISTINCT source_file) FROM raw.rejected_rows") == [(2,)]
+
+    again = load_landing(con, landing)
+
+    assert [f.status for f in again.files] == ["unchanged"] * 3

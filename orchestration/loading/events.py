@@ -3,10 +3,11 @@
 Python only cuts the file into blocks of lines (numpy finds the newlines; each block goes
 to DuckDB as an Arrow table of (line bytes, line number) without copying the bytes). One
 SQL statement per block decodes, parses and validates every line and inserts the good ones
-into ``raw.events``; the other lines of the block (usually none) are staged again to go to
-``raw.rejected_rows`` with their reason. A background thread reads (and decompresses) the
-next block while DuckDB works on the current one, so memory stays at a few blocks whatever
-the file size.
+into ``raw.events`` (with all of DuckDB's threads: no RETURNING, insertion order not kept,
+every row has its line number); the other lines of the block (usually none) are staged
+again to go to ``raw.rejected_rows`` with their reason. A background thread reads (and
+decompresses, and hashes for the file manifest) the next block while DuckDB works on the
+current one, so memory stays at a few blocks whatever the file size.
 
 Field rules (camelCase or snake_case names; the camelCase name wins when both are set):
 
@@ -38,10 +39,13 @@ import orjson
 import pyarrow as pa
 from duckdb.sqltypes import BLOB, VARCHAR
 
-from orchestration.loading.files import UnreadableFile, binary_hint, open_binary
+from orchestration.loading.files import Fingerprint, UnreadableFile, binary_hint, open_binary
 from orchestration.loading.schema import MESSAGE_TYPES
 
 BLOCK_BYTES = 32 << 20  # bytes of the file read per block (a line never spans two blocks)
+# Blocks read ahead while DuckDB loads one. With this many queued, one being loaded and one
+# being read, a plain file's blocks are read into _PREFETCH + 2 buffers in turn.
+_PREFETCH = 1
 _SNIFF_BYTES = 1 << 16
 
 # -------------------------------------------------------------------------- line blocks
@@ -57,35 +61,68 @@ class LineBlock:
     position: int
 
 
-def line_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[LineBlock]:
+def line_blocks(
+    path: Path,
+    block_bytes: int = BLOCK_BYTES,
+    fingerprint: Fingerprint | None = None,
+    reuse: int = 0,
+) -> Iterator[LineBlock]:
     """The lines of a JSON Lines file in blocks of about ``block_bytes``.
 
     A UTF-8 byte order mark at the start is dropped. Raises UnreadableFile when the first
-    line that is not blank looks binary (gzip without .gz, UTF-16, zip, NUL bytes).
+    line that is not blank looks binary (gzip without .gz, UTF-16, zip, NUL bytes). With
+    ``fingerprint``, the stored bytes are hashed as they are read.
+
+    ``reuse`` > 0 reads a plain file into that many buffers in turn instead of a new one per
+    block (no fresh memory to fault in per block): a block's bytes are then overwritten
+    ``reuse`` blocks later, so the caller must be done with each block by then.
     """
-    with open_binary(path) as fh:
+    with open_binary(path, fingerprint) as fh:
         stored = getattr(fh, "fileobj", fh)  # the compressed file under a GzipFile
-        carry = b""
+        gzipped = stored is not fh
+        buffers: list[bytearray | None] = [None] * (reuse if not gzipped else 0)
+        newlines = np.empty(0, dtype=bool)
+        carry: bytes | memoryview = b""
         next_line = 1
         checked = False
+        turn = 0
         while True:
-            chunk = fh.read(block_bytes)
-            at_end = not chunk
-            data = carry + chunk if carry else chunk
-            if not data:
+            if buffers:  # read after the carried part, into the next buffer of the ring
+                need = len(carry) + block_bytes
+                buffer = buffers[turn % len(buffers)]
+                if buffer is None or len(buffer) < need:
+                    buffer = buffers[turn % len(buffers)] = bytearray(need)
+                view = memoryview(buffer)
+                view[: len(carry)] = carry
+                got = fh.readinto(view[len(carry) : need])
+                at_end = not got
+                size = len(carry) + got
+                data: bytes | memoryview = view[:size]
+            else:
+                chunk = fh.read(block_bytes)
+                at_end = not chunk
+                data = bytes(carry) + chunk if carry else chunk
+                size = len(data)
+            if not size:
                 return
-            ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1
-            if at_end and (not ends.size or ends[-1] != len(data)):
-                ends = np.append(ends, len(data))  # the last line has no newline
+            if newlines.size < size:
+                newlines = np.empty(max(size, block_bytes), dtype=bool)
+            found = newlines[:size]
+            np.equal(np.frombuffer(data, dtype=np.uint8), 10, out=found)
+            ends = np.flatnonzero(found)
+            ends += 1
+            if at_end and (not ends.size or ends[-1] != size):
+                ends = np.append(ends, size)  # the last line has no newline
             if not ends.size:
-                carry = data  # a line longer than a block: read on
+                carry = bytes(data)  # a line longer than a block: read on
                 continue
             end = int(ends[-1])
             start = 0
-            if next_line == 1 and data.startswith(codecs.BOM_UTF8):
+            if next_line == 1 and bytes(data[:3]) == codecs.BOM_UTF8:
                 start = len(codecs.BOM_UTF8)
             if not checked:
-                checked = _check_text(path, data[start:end], next_line)
+                sniffed = bytes(data[start : min(end, start + _SNIFF_BYTES * 4)])
+                checked = _check_text(path, sniffed, next_line)
             offsets = np.empty(ends.size + 1, dtype=np.int64)
             offsets[0] = start
             offsets[1:] = ends
@@ -94,6 +131,7 @@ def line_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[LineBloc
             )
             numbers = pa.array(np.arange(next_line, next_line + ends.size, dtype=np.int64))
             yield LineBlock(pa.table({"raw": raw, "line": numbers}), stored.tell())
+            turn += 1  # the next buffer only after a block: a long line reads on in this one
             next_line += ends.size
             carry = data[end:]
             if at_end:
@@ -314,9 +352,7 @@ WITH decoded AS (
     SELECT line, raw, try(decode(raw)) AS text FROM {lines}
 ),
 parsed AS (
-    SELECT line, raw, text,
-        CASE WHEN json_valid(text) THEN from_json(text, '{_STRUCTURE}') END AS m
-    FROM decoded
+    SELECT line, raw, text, try(from_json(text, '{_STRUCTURE}')) AS m FROM decoded
 ),
 fields AS (
     SELECT line, raw, text, m IS NOT NULL AS is_json, nullif(m.type, '') AS type_text,
@@ -362,17 +398,24 @@ _EVENT_COLUMNS = (
     "message_id, type, event, name, user_id, anonymous_id, previous_id, group_id, event_at, "
     "received_at, sent_at, original_at, traits, properties, context"
 )
-# The good lines of a block go to raw.events; their line numbers come back, so that only
-# the other lines (usually none) are staged again for raw.rejected_rows.
+# The good lines of a block go to raw.events (the statement gives their count). Only when
+# some lines were not inserted (rejected or blank, usually none) are those lines, and only
+# those, staged again for raw.rejected_rows: the block's lines that have no row in
+# raw.events. No RETURNING: it would make DuckDB insert with one thread.
 INSERT_EVENTS_SQL = f"""
 INSERT INTO raw.events ({_EVENT_COLUMNS}, _source_file, _source_line, _loaded_at)
-SELECT {_EVENT_COLUMNS}, ?, line, now() FROM ({_stage_sql("_cdp_lines")})
+SELECT {_EVENT_COLUMNS}, $source, line, now() FROM ({_stage_sql("_cdp_lines")})
 WHERE reason IS NULL AND NOT is_blank
-RETURNING _source_line
 """
+_NOT_INSERTED = """(
+    SELECT raw, line FROM _cdp_lines WHERE line NOT IN (
+        SELECT _source_line FROM raw.events
+        WHERE _source_file = $source AND _source_line BETWEEN $first AND $last
+    )
+)"""
 INSERT_REJECTS_SQL = f"""
 INSERT INTO raw.rejected_rows (source_file, source_line, file_kind, reason, raw_text, rejected_at)
-SELECT ?, line, ?, reason, raw_text, now() FROM ({_stage_sql("_cdp_other_lines")})
+SELECT $source, line, $kind, reason, raw_text, now() FROM ({_stage_sql(_NOT_INSERTED)})
 WHERE reason IS NOT NULL
 """
 
@@ -417,38 +460,46 @@ def load_events(
     path: Path,
     kind: str,
     on_block: Callable[[int], None] | None = None,
+    fingerprint: Fingerprint | None = None,
 ) -> tuple[int, int, int]:
     """Load one JSON Lines file (inside the caller's transaction).
 
     Returns (rows read, loaded, rejected); blank lines are neither. ``on_block`` is called
-    with the position reached in the stored file after each block.
+    with the position reached in the stored file after each block. ``fingerprint`` (if
+    given) receives the file's stored bytes as they are read.
     """
     source = str(path)
     for name, function, parameters, returns in _FUNCTIONS:
         con.create_function(name, function, parameters, returns, side_effects=False)
-    time_zone = con.execute("SELECT current_setting('TimeZone')").fetchall()[0][0]
+    settings = con.execute(
+        "SELECT current_setting('TimeZone'), current_setting('preserve_insertion_order')"
+    ).fetchall()[0]
     con.execute("SET TimeZone = 'UTC'")  # a timestamp without offset is UTC
+    # Lines keep their number in _source_line; DuckDB may append them in any order, which
+    # lets it insert with all its threads.
+    con.execute("SET preserve_insertion_order = false")
     loaded = rejected = 0
     try:
-        for block in prefetched(line_blocks(path, BLOCK_BYTES)):
+        blocks = line_blocks(path, BLOCK_BYTES, fingerprint, reuse=_PREFETCH + 2)
+        for block in prefetched(blocks, _PREFETCH):
             lines = block.lines
             con.register("_cdp_lines", lines)
             try:
-                inserted = con.execute(INSERT_EVENTS_SQL, [source]).fetchnumpy()["_source_line"]
+                inserted = con.execute(INSERT_EVENTS_SQL, {"source": source}).fetchall()[0][0]
+                loaded += inserted
+                if inserted < lines.num_rows:
+                    numbers = lines.column("line")
+                    bounds = {"first": numbers[0].as_py(), "last": numbers[-1].as_py()}
+                    rejected += con.execute(
+                        INSERT_REJECTS_SQL, {"source": source, "kind": kind, **bounds}
+                    ).fetchall()[0][0]
             finally:
                 con.unregister("_cdp_lines")
-            loaded += inserted.size
-            if inserted.size < lines.num_rows:
-                other = ~np.isin(lines.column("line").to_numpy(), inserted, assume_unique=True)
-                con.register("_cdp_other_lines", lines.filter(pa.array(other)))
-                try:
-                    rejected += con.execute(INSERT_REJECTS_SQL, [source, kind]).fetchall()[0][0]
-                finally:
-                    con.unregister("_cdp_other_lines")
             if on_block is not None:
                 on_block(block.position)
     finally:
-        con.execute(f"SET TimeZone = '{time_zone}'")
+        con.execute(f"SET TimeZone = '{settings[0]}'")
+        con.execute(f"SET preserve_insertion_order = {settings[1]}")
         for name, *_rest in _FUNCTIONS:
             con.remove_function(name)
     return loaded + rejected, loaded, rejected

@@ -28,11 +28,72 @@ def fingerprint(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def open_binary(path: Path) -> io.BufferedIOBase:
-    """The file's bytes, decompressed when its name ends in .gz."""
+class Fingerprint:
+    """sha256 and size of a file's stored bytes, fed while the file is read (see open_binary)."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    def update(self, data: bytes | memoryview) -> None:
+        self._digest.update(data)
+        self.size += len(data)
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
+class _HashingReader(io.RawIOBase):
+    """A stored file whose bytes go to a Fingerprint as they are read."""
+
+    def __init__(self, raw: io.RawIOBase, fingerprint: Fingerprint) -> None:
+        self.raw, self.fingerprint = raw, fingerprint
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        count = self.raw.readinto(buffer)
+        if count:
+            with memoryview(buffer) as view:
+                self.fingerprint.update(view[:count])
+        return count
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+def open_binary(path: Path, fingerprint: Fingerprint | None = None) -> io.BufferedIOBase:
+    """The file's bytes, decompressed when its name ends in .gz.
+
+    With ``fingerprint``, every stored byte read (compressed bytes for .gz) is hashed on the
+    way, so that reading the whole file once also gives its fingerprint. ``fileobj`` of
+    the returned object is the stored file (its ``tell`` is how far reading has come).
+    """
+    stored: io.RawIOBase = open(path, "rb", buffering=0)
+    if fingerprint is not None:
+        stored = _HashingReader(stored, fingerprint)
     if path.name.endswith(".gz"):
-        return gzip.GzipFile(path, "rb")
-    return open(path, "rb", buffering=0)
+        return _GzipOwning(stored)
+    return stored
+
+
+class _GzipOwning(gzip.GzipFile):
+    """A GzipFile over ``stored`` that closes it too."""
+
+    def __init__(self, stored: io.RawIOBase) -> None:
+        super().__init__(fileobj=stored, mode="rb")
+        self._stored = stored
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._stored.close()
 
 
 def os_error_message(path: Path, exc: BaseException) -> str:

@@ -2,7 +2,8 @@
 
 Every file is loaded in one transaction: its rows, its rejected rows and its
 ``raw.loaded_files`` row are committed together or not at all. Files are identified by
-their absolute path and the sha256 of their bytes as stored (compressed bytes for ``.gz``),
+their absolute path and the sha256 of their bytes as stored (compressed bytes for ``.gz``;
+an event file new to its path is hashed while it loads),
 which makes a second run over the same landing directory a no-op. For CRM files the
 fingerprint of the mappings (presets and ``crm/mapping.yml``) counts too: a changed
 mapping loads the CRM files again. ``load_landing`` opens and commits those transactions
@@ -25,7 +26,12 @@ import duckdb
 
 from orchestration.loading.crm import load_crm
 from orchestration.loading.events import load_events
-from orchestration.loading.files import UnreadableFile, fingerprint, os_error_message
+from orchestration.loading.files import (
+    Fingerprint,
+    UnreadableFile,
+    fingerprint,
+    os_error_message,
+)
 from orchestration.loading.mappings import LANDING_MAPPING, CrmMappings, load_crm_mappings
 from orchestration.loading.schema import CRM_KINDS, FILE_KINDS, RAW_TABLES, ensure_raw_schema
 
@@ -240,27 +246,27 @@ def _load_one(
     progress: _ProgressBar,
 ) -> FileLoad:
     source = str(path)
-    try:
-        digest, size = fingerprint(path)
-    except OSError as exc:
-        return FileLoad(path, kind, "unreadable", error=os_error_message(path, exc))
     mapping_hash = mappings.fingerprint if kind in CRM_KINDS else None
-
     found = con.execute(
         "SELECT content_hash, status, file_kind, crm_mapping_hash FROM raw.loaded_files "
         "WHERE file_path = ?",
         [source],
     ).fetchall()
     previous = found[0] if found else None
-    # Every empty file has the same hash; an empty export is never a "copy" of another.
-    original = None
-    if size:
-        found = con.execute(
-            "SELECT file_path FROM raw.loaded_files WHERE content_hash = ? AND file_path <> ? "
-            "AND status IN ('loaded', 'replaced') ORDER BY loaded_at, file_path LIMIT 1",
-            [digest, source],
-        ).fetchall()
-        original = Path(found[0][0]) if found else None
+
+    # An event file new to this path is hashed while it loads (one read instead of two); if
+    # its bytes turn out to be loaded already under another path, the load is rolled back and
+    # the file recorded as a duplicate. Any other file is hashed first: it may be unchanged.
+    streamed = kind == "events" and previous is None
+    digest = None
+    try:
+        if streamed:
+            size = path.stat().st_size
+        else:
+            digest, size = fingerprint(path)
+    except OSError as exc:
+        return FileLoad(path, kind, "unreadable", error=os_error_message(path, exc))
+    original = None if streamed else _original(con, digest, size, source)
 
     same_bytes = previous is not None and previous[0] == digest
     if same_bytes and previous[1] == "duplicate" and original is None:
@@ -284,7 +290,16 @@ def _load_one(
         )
         if status != "duplicate":
             if kind == "events":
-                counts = load_events(con, path, kind, progress)
+                read = Fingerprint() if streamed else None
+                counts = load_events(con, path, kind, progress, read)
+                if read is not None:
+                    digest = read.hexdigest()
+                    original = _original(con, digest, read.size, source)
+                    if original is not None:  # loaded already under another path
+                        con.rollback()
+                        con.begin()
+                        result = FileLoad(path, kind, "duplicate", duplicate_of=original)
+                        counts = (0, 0, 0)
             else:
                 *counts, result.mapping = load_crm(con, path, kind, mappings)
             result.rows_read, result.rows_loaded, result.rows_rejected = counts
@@ -300,7 +315,7 @@ def _load_one(
                 result.rows_read,
                 result.rows_loaded,
                 result.rows_rejected,
-                status,
+                result.status,
                 result.mapping or None,
                 mapping_hash,
             ],
@@ -316,3 +331,16 @@ def _load_one(
         con.rollback()
         raise
     return result
+
+
+def _original(con: duckdb.DuckDBPyConnection, digest: str, size: int, source: str) -> Path | None:
+    """The path loaded earlier with these bytes, if any (never for an empty file: every
+    empty file has the same hash, and an empty export is never a "copy" of another)."""
+    if not size:
+        return None
+    found = con.execute(
+        "SELECT file_path FROM raw.loaded_files WHERE content_hash = ? AND file_path <> ? "
+        "AND status IN ('loaded', 'replaced') ORDER BY loaded_at, file_path LIMIT 1",
+        [digest, source],
+    ).fetchall()
+    return Path(found[0][0]) if found else None

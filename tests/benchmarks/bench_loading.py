@@ -12,7 +12,8 @@ traits, like the SDKs send) into --files JSON Lines files, and the same files gz
           (validation, rejects with reasons, file manifest and hashes included)
 
 for the plain files and for the gzipped ones. Prints wall time, MB/s of uncompressed JSON,
-lines/s, peak resident memory of the process and the load average before and after; the
+lines/s, peak resident memory and CPU time (user + system) of the process and the load
+average before and after (the machine may be shared: CPU time is the steadier figure); the
 loader's ratio to bare is the figure the target (at least 0.5) is about. The generated data
 is reused from --workdir when it is already there.
 """
@@ -149,6 +150,7 @@ BARE = """
 import sys, time, duckdb
 files, database = sys.argv[1].split(","), sys.argv[2]
 con = duckdb.connect(database)
+con.execute("SET enable_progress_bar = false")
 started = time.monotonic()
 con.execute(
     "CREATE TABLE events AS SELECT * FROM read_json(?, format='newline_delimited')", [files]
@@ -172,8 +174,9 @@ print(f"RESULT {time.monotonic() - started} {report.rows_loaded} {report.rows_re
 """
 
 
-def measure(code: str, args: list[str], database: Path) -> tuple[float, int, list[str]]:
-    """Run ``code`` in a fresh process; (seconds it reports, peak RSS bytes, RESULT fields)."""
+def measure(code: str, args: list[str], database: Path) -> tuple[float, int, float, list[str]]:
+    """Run ``code`` in a fresh process; (seconds it reports, peak RSS bytes, CPU seconds
+    (user + system) of the process, RESULT fields)."""
     for stale in (database, database.with_name(database.name + ".wal")):
         stale.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
@@ -195,7 +198,8 @@ def measure(code: str, args: list[str], database: Path) -> tuple[float, int, lis
         raise SystemExit(f"measurement failed (exit status {status})")
     for stale in (database, database.with_name(database.name + ".wal")):
         stale.unlink(missing_ok=True)
-    return float(result[0]), usage.ru_maxrss * 1024, result[1:]
+    cpu = usage.ru_utime + usage.ru_stime
+    return float(result[0]), usage.ru_maxrss * 1024, cpu, result[1:]
 
 
 def main() -> None:
@@ -223,10 +227,10 @@ def main() -> None:
             load = os.getloadavg()[0]
             print(f"{label} / {method} (load average {load:.2f}) ...", flush=True)
             if method == "bare":
-                seconds, peak, rest = measure(BARE, [",".join(map(str, files))], database)
+                seconds, peak, cpu, rest = measure(BARE, [",".join(map(str, files))], database)
                 rows = int(rest[0])
             else:
-                seconds, peak, rest = measure(LOADER, [str(landing)], database)
+                seconds, peak, cpu, rest = measure(LOADER, [str(landing)], database)
                 rows = int(rest[0])
                 if int(rest[1]):
                     print(f"    {int(rest[1]):,} rows rejected")
@@ -236,6 +240,7 @@ def main() -> None:
             print(
                 f"  {label:5} {method:6} {seconds:7.1f} s  {size / seconds / 1e6:7.1f} MB/s  "
                 f"{rows / seconds:10,.0f} lines/s  peak RSS {peak / 2**20:,.0f} MiB  "
+                f"CPU {cpu:.1f} s  "
                 f"(load average {load:.2f} -> {os.getloadavg()[0]:.2f})",
                 flush=True,
             )
