@@ -9,6 +9,8 @@ import io
 import zlib
 from pathlib import Path
 
+from isal import igzip, isal_zlib
+
 HASH_CHUNK = 1 << 20
 _MAX_SHOWN = 80  # longest value quoted in a rejection reason
 
@@ -82,8 +84,13 @@ def open_binary(path: Path, fingerprint: Fingerprint | None = None) -> io.Buffer
     return stored
 
 
-class _GzipOwning(gzip.GzipFile):
-    """A GzipFile over ``stored`` that closes it too."""
+# Errors of a corrupt or truncated .gz file (the loader reports the file, not a crash).
+GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error, isal_zlib.error)
+
+
+class _GzipOwning(igzip.IGzipFile):
+    """A gzip reader over ``stored`` that closes it too. ISA-L's inflate (python-isal, the
+    same API as the standard gzip module) decompresses about 2-3 times faster than zlib."""
 
     def __init__(self, stored: io.RawIOBase) -> None:
         super().__init__(fileobj=stored, mode="rb")
@@ -103,7 +110,7 @@ def os_error_message(path: Path, exc: BaseException) -> str:
             f"cannot read {path}: permission denied; give the loader read access to the "
             "file (or move it out of the landing directory) and run the load again"
         )
-    if isinstance(exc, (gzip.BadGzipFile, EOFError, zlib.error)) or path.name.endswith(".gz"):
+    if isinstance(exc, GZIP_ERRORS) or path.name.endswith(".gz"):
         return (
             f"cannot decompress {path}: {exc or type(exc).__name__} (corrupt or truncated "
             "gzip); copy or export the file again, then run the load again"

@@ -16,7 +16,6 @@ directory; only a changed file's earlier rows are replaced.
 from __future__ import annotations
 
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -27,6 +26,7 @@ import duckdb
 from orchestration.loading.crm import load_crm
 from orchestration.loading.events import load_events
 from orchestration.loading.files import (
+    GZIP_ERRORS,
     Fingerprint,
     UnreadableFile,
     fingerprint,
@@ -324,7 +324,7 @@ def _load_one(
     except UnreadableFile as exc:
         con.rollback()
         return FileLoad(path, kind, "unreadable", error=str(exc))
-    except (OSError, EOFError, zlib.error) as exc:
+    except (OSError, *GZIP_ERRORS) as exc:
         con.rollback()
         return FileLoad(path, kind, "unreadable", error=os_error_message(path, exc))
     except BaseException:
