@@ -141,9 +141,10 @@ def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: 
     """Three more loads into a copy of the warehouse, each followed by an incremental build:
 
     1. a file whose name sorts before every other holds a copy of a known messageId with
-       another anonymousId (the copy becomes the kept one), and an alias from a previousId
-       nobody has used as a userId yet;
-    2. a message that uses that previousId as a userId (the alias now names a user id);
+       another anonymousId (the copy becomes the kept one), an alias from a previousId
+       nobody has used as a userId yet, and a page view from a kiosk's anonymousId;
+    2. a message that uses that previousId as a userId (the alias now names a user id), and
+       twelve people signing in on the kiosk (its anonymousId becomes a super node);
     3. the first file changes (its earlier rows are replaced): the event models rebuild.
 
     After 2 and after 3 the tables equal a full rebuild of the same warehouse.
@@ -165,12 +166,21 @@ def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: 
                 event="Product Viewed", properties={}),
         message("alias", "2026-11-18T10:00:00Z", "t-late-alias", previousId="late-account",
                 userId="u-late-person"),
+        message("page", "2026-11-18T11:00:00Z", "t-kiosk-0", anonymousId="anon-kiosk",
+                name="Home"),
+    ]  # fmt: skip
+    # A shared kiosk: signed in by 12 people, its anonymousId becomes a super node (held out).
+    kiosk = [
+        message("identify", f"2026-11-19T1{i % 10}:00:00Z", f"t-kiosk-{i}",
+                anonymousId="anon-kiosk", userId=f"u-kiosk-{i}", traits={})
+        for i in range(1, 13)
     ]  # fmt: skip
     steps = [
         ("0-early.jsonl", first_file),
         ("late-2.jsonl", [
             message("identify", "2026-11-19T10:00:00Z", "t-late-login", userId="late-account",
                     anonymousId="anon-late-device", traits={"email": "late@crafted-mail.net"}),
+            *kiosk,
         ]),
         ("0-early.jsonl", first_file[1:]),  # changed: the copied message is gone
     ]  # fmt: skip
@@ -193,6 +203,16 @@ def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: 
         "where record_key = 'event:t-late-alias' and identifier_value = 'late-account'"
     ).fetchall()
     assert typed == [("user_id",)]
+    # The kiosk's first page view had a customer of its own; now its only identifier is held
+    # out, so it has none.
+    held_out = con.execute(
+        "select rule from identity.identifiers_held_out where identifier_value = 'anon-kiosk'"
+    ).fetchall()
+    assert held_out == [("super_node",)]
+    kiosk_page = con.execute(
+        "select customer_id from cdp.cdp.customer_events where message_id = 't-kiosk-0'"
+    ).fetchall()
+    assert kiosk_page == [(None,)]
 
 
 def validated_rows(output: str, table: str) -> int:

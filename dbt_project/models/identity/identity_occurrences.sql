@@ -169,7 +169,6 @@ normalized as (
         v.identifier_type,
         {{ normalize_identifier('v.raw_value', 't.normalizer', 't.default_country_code') }} as identifier_value,
         v._loaded_at,
-        t.rules_version,
     from all_values as v
     inner join identifier_types as t on v.identifier_type = t.identifier_type
 ),
@@ -180,4 +179,8 @@ final as (
     where identifier_value is not null
 )
 
-select * from final
+select
+    *,
+    (select any_value(rules_version) from identifier_types) as rules_version,
+from final
+

@@ -7,8 +7,8 @@
 -- that keys the event got its current customer (a registry change).
 --
 -- Incremental: a run keys only the messages staged since the newest _loaded_at here and the
--- messages naming an identifier whose customer changed since the newest customer_assigned_at
--- here; every customer those messages belong to now or belonged to before gets all its
+-- messages naming an identifier whose customer changed (or that lost its customer) since the
+-- newest customer_assigned_at here; every customer those messages belong to now or belonged to before gets all its
 -- sessions computed again (delete+insert by message_id). The result equals a full rebuild.
 -- The table is rebuilt when raw event rows were removed (macro rebuild_if_raw_events_removed).
 {{ config(
@@ -22,15 +22,17 @@
     ],
 ) }}
 
+-- depends_on: {{ ref('identity_registry') }}
 with identifiers as (
     select * from {{ ref('customer_identifiers') }}
 ),
 
 {% if is_incremental() %}
+-- From the registry, so that identifiers released since (held out now) count too.
 changed_identifiers as (
     select identifier_type, identifier_value
-    from identifiers
-    where assigned_at > (select coalesce(max(customer_assigned_at), '-infinity'::timestamptz) from {{ this }})
+    from {{ ref('identity_registry') }}
+    where changed_at > (select coalesce(max(customer_assigned_at), '-infinity'::timestamptz) from {{ this }})
 ),
 
 messages as (
