@@ -25,8 +25,13 @@ with contacts as (
     select * from {{ ref('stg_crm__contacts') }}
 ),
 
-all_messages as (
-    select * from {{ ref('stg_events__messages') }}
+-- Only the columns read here, never materialized: the messages of a full build do not fit
+-- in memory with their JSON columns at a million customers.
+all_messages as not materialized (
+    select
+        message_id, _source_file, _source_line, event_at, _loaded_at, user_id, anonymous_id,
+        previous_id, traits ->> 'email' as email, traits ->> 'phone' as phone,
+    from {{ ref('stg_events__messages') }}
 ),
 
 identifier_types as (
@@ -34,7 +39,7 @@ identifier_types as (
 ),
 
 known_user_ids as (
-    select distinct user_id from all_messages where user_id is not null
+    select distinct user_id from {{ ref('stg_events__messages') }} where user_id is not null
 ),
 
 {% if is_incremental() %}
@@ -100,8 +105,8 @@ message_values as (
             user_id,
             anonymous_id,
             previous_id,
-            traits ->> 'email' as email,
-            traits ->> 'phone' as phone,
+            email,
+            phone,
         from messages
     )
     on user_id, anonymous_id, previous_id, email, phone
@@ -142,8 +147,11 @@ event_field_values as (
             end,
             f.json_path
         ) as raw_value,
-    from messages as m
+    from {{ ref('stg_events__messages') }} as m
     cross join event_fields as f
+    {% if is_incremental() %}
+    where m.message_id in (select message_id from messages)
+    {% endif %}
 ),
 
 all_values as (
@@ -152,10 +160,12 @@ all_values as (
     union all
     select record_key, record_source, record_id, source_file, source_line, seen_at, _loaded_at, identifier_type, raw_value
     from message_values_typed
+    {% if rules_have_event_fields() %}
     union all
     select record_key, record_source, record_id, source_file, source_line, seen_at, _loaded_at, identifier_type, raw_value
     from event_field_values
     where raw_value is not null
+    {% endif %}
 ),
 
 normalized as (
@@ -173,10 +183,22 @@ normalized as (
     inner join identifier_types as t on v.identifier_type = t.identifier_type
 ),
 
+-- An identifier a record names twice (an alias whose previousId is its anonymousId) once.
+-- The other columns belong to the record; grouped by the key alone, large builds can spill.
 final as (
-    select distinct *
+    select
+        record_key,
+        any_value(record_source) as record_source,
+        any_value(record_id) as record_id,
+        any_value(source_file) as source_file,
+        any_value(source_line) as source_line,
+        any_value(seen_at) as seen_at,
+        identifier_type,
+        identifier_value,
+        any_value(_loaded_at) as _loaded_at,
     from normalized
     where identifier_value is not null
+    group by record_key, identifier_type, identifier_value
 )
 
 select
