@@ -9,7 +9,8 @@ stops the downstream models (dbt, syncs, publish) from building in that run; a f
 
 The suites validate what the loader does not enforce row by row (formats, ranges,
 uniqueness) and, as a safety net, what it does (required ids, accepted types). Only the
-columns a suite needs, of the rows the current run loaded, are read from the warehouse.
+columns a suite needs, of the rows loaded since the last run whose checks had no critical
+failure (``raw.quality_checked_through``), are read from the warehouse.
 """
 
 import os
@@ -195,7 +196,7 @@ def check_result(
     table: str, outcomes: list[Outcome], rows_validated: int | None = None
 ) -> dg.AssetCheckResult:
     """The Dagster result: ERROR when a critical expectation failed, else WARN on failure.
-    rows_validated: how many rows were validated (the rows loaded in this run), when known."""
+    rows_validated: how many rows were validated (loaded since the last passing check)."""
     failed = [o for o in outcomes if not o.success]
     critical = any(o.rule.severity == "critical" for o in failed)
     rows = "\n".join(
@@ -221,7 +222,7 @@ def check_result(
         description=(
             f"{len(outcomes) - len(failed)} of {len(outcomes)} expectations passed"
             + (
-                f" on the {rows_validated:,} rows loaded in this run"
+                f" on the {rows_validated:,} rows loaded since the last passing check"
                 if rows_validated is not None
                 else ""
             )
@@ -244,24 +245,36 @@ def check_result(
     name="raw_data_quality",
 )
 def raw_data_quality(context: dg.AssetCheckExecutionContext, paths: CdpPaths):
-    """Validate the rows this run loaded into every raw table with its great-expectations
-    suite (rows loaded by earlier runs were validated by them)."""
-    suites = _suites(datetime.now(UTC))
-    started = context.instance.get_run_stats(context.run.run_id).start_time
-    loaded_since = datetime.fromtimestamp(started or 0, UTC)
+    """Validate every raw table with its great-expectations suite: the rows loaded since
+    the last run whose checks found no critical failure (raw.quality_checked_through), so
+    rows that blocked a run are validated again, and block again, until they are fixed."""
+    checked_at = datetime.now(UTC)
+    suites = _suites(checked_at)
     with connect(paths.warehouse_path()) as con:
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS raw.quality_checked_through "
+            "(checked_through TIMESTAMPTZ NOT NULL)"
+        )
+        since = con.execute("SELECT max(checked_through) FROM raw.quality_checked_through")
+        loaded_since = since.fetchone()[0] or datetime.fromtimestamp(0, UTC)
+        critical = False
         for table in RAW_TABLES.values():
             outcomes = validate(con, suites[table], loaded_since)
             rows = con.execute(
                 f"SELECT count(*) FROM {table} WHERE _loaded_at >= ?", [loaded_since]
             ).fetchone()[0]
             result = check_result(table, outcomes, rows)
+            critical = (
+                critical or result.severity == dg.AssetCheckSeverity.ERROR and not result.passed
+            )
             for outcome in outcomes:
                 if not outcome.success:
                     level = "critical" if outcome.rule.severity == "critical" else "warning"
                     log = context.log.error if level == "critical" else context.log.warning
                     log(f"{table}: {level}: {outcome.describe()}")
             yield result
+        if not critical:
+            con.execute("INSERT INTO raw.quality_checked_through VALUES (?)", [checked_at])
 
 
 def quality_lines(run_id: str, instance: dg.DagsterInstance) -> list[str]:

@@ -140,6 +140,36 @@ def test_blocking_checks_stop_downstream_assets_on_error_only(tmp_path, emails, 
     assert result.success is downstream_runs
 
 
+def test_rows_that_blocked_a_run_block_the_next_one_until_fixed(tmp_path):
+    """Checks read the rows loaded since the last run without a critical failure: a second
+    run that loads nothing new still finds the bad rows and still blocks; once the file is
+    fixed (its rows replaced) the run goes through, and the run after it validates nothing."""
+    landing = build_landing(tmp_path / "landing", ["Ada", "Bob", "c@example.com"])
+    paths = CdpPaths(warehouse=str(tmp_path / "w.duckdb"), landing=str(landing))
+
+    def run() -> tuple[bool, dict[str, str]]:
+        with dg.instance_for_test() as instance:
+            result = dg.materialize(
+                [raw_tables, raw_data_quality, contacts_downstream],
+                resources={"paths": paths},
+                instance=instance,
+                raise_on_error=False,
+            )
+        evaluations = result.get_asset_check_evaluations()
+        return result.success, {".".join(e.asset_key.path): e.description for e in evaluations}
+
+    assert run()[0] is False
+    blocked, descriptions = run()  # nothing new loaded
+    assert blocked is False
+    assert "on the 3 rows" in descriptions["raw.crm_contacts"]
+    fixed = contacts(["a@example.com", "b@example.com", "c@example.com"])
+    (landing / "crm" / "contacts.csv").write_text(fixed)
+    assert run()[0] is True
+    success, descriptions = run()
+    assert success is True
+    assert "on the 0 rows" in descriptions["raw.crm_contacts"]
+
+
 # --------------------------------------------------------------------------- messy landing
 
 

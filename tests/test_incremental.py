@@ -216,9 +216,8 @@ def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: 
 
 
 def validated_rows(output: str, table: str) -> int:
-    found = re.search(
-        rf"{re.escape(table)}: \w+: .* on the ([\d,]+) rows loaded in this run", output
-    )
+    since = "rows loaded since the last passing check"
+    found = re.search(rf"{re.escape(table)}: \w+: .* on the ([\d,]+) {since}", output)
     assert found, output
     return int(found.group(1).replace(",", ""))
 
