@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import duckdb
-import pytest
 
 from tests.conftest import PROJECT_ROOT, run_cdp
 from tests.customer_pipeline import SECOND_RUN_EVENTS, TwoRuns, message
@@ -65,26 +64,33 @@ def differing_rows(con: duckdb.DuckDBPyConnection, table: str) -> tuple[int, int
     )
 
 
-@pytest.fixture(scope="module")
-def rebuilt(two_runs: TwoRuns, tmp_path_factory) -> Path:
-    """A copy of the warehouse after the incremental second run, rebuilt with --full-refresh."""
-    root = tmp_path_factory.mktemp("rebuilt")
-    copy = root / "cdp.duckdb"
-    shutil.copyfile(two_runs.warehouse, copy)
-    result = dbt("build", "--full-refresh", warehouse=copy, target=root / "target")
+def assert_same_as_rebuild(warehouse: Path, root: Path) -> set[str]:
+    """Rebuild a copy of ``warehouse`` with --full-refresh and assert that every table of the
+    dbt schemas (but the build logs) holds the same rows in both; returns the table names."""
+    root.mkdir()
+    rebuilt = root / "rebuilt.duckdb"
+    shutil.copyfile(warehouse, rebuilt)
+    result = dbt("build", "--full-refresh", warehouse=rebuilt, target=root / "target-full")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    return copy
-
-
-def test_incremental_run_equals_full_refresh(two_runs: TwoRuns, rebuilt: Path, tmp_path: Path):
-    incremental = tmp_path / "incremental.duckdb"
-    shutil.copyfile(two_runs.warehouse, incremental)
     con = duckdb.connect()
-    con.execute(f"attach '{incremental}' as incremental (read_only)")
+    con.execute(f"attach '{warehouse}' as incremental (read_only)")
     con.execute(f"attach '{rebuilt}' as rebuilt (read_only)")
-
     names = tables(con, "incremental")
     assert names == tables(con, "rebuilt")
+    compared = sorted(names - BUILD_LOGS.keys())
+    differences = {t: differing_rows(con, t) for t in compared}
+    assert {t: d for t, d in differences.items() if d != (0, 0)} == {}
+    for table in compared:
+        count = con.execute(f"select count(*) from incremental.{table}").fetchone()[0]
+        assert count == con.execute(f"select count(*) from rebuilt.{table}").fetchone()[0]
+    con.close()
+    return names
+
+
+def test_incremental_run_equals_full_refresh(two_runs: TwoRuns, tmp_path: Path):
+    incremental = tmp_path / "incremental.duckdb"
+    shutil.copyfile(two_runs.warehouse, incremental)
+    names = assert_same_as_rebuild(incremental, tmp_path / "rebuild")
     # The models the second run built incrementally are among the compared tables.
     assert {
         "staging.stg_events__messages",
@@ -92,12 +98,6 @@ def test_incremental_run_equals_full_refresh(two_runs: TwoRuns, rebuilt: Path, t
         "cdp.customer_events",
         "identity.identity_registry",
     } <= names
-    compared = sorted(names - BUILD_LOGS.keys())
-    differences = {t: differing_rows(con, t) for t in compared}
-    assert {t: d for t, d in differences.items() if d != (0, 0)} == {}
-    for table in compared:
-        count = con.execute(f"select count(*) from incremental.{table}").fetchone()[0]
-        assert count == con.execute(f"select count(*) from rebuilt.{table}").fetchone()[0]
 
 
 def test_second_run_was_incremental_and_keyed_the_merge(two_runs: TwoRuns):
@@ -120,21 +120,6 @@ def test_second_run_was_incremental_and_keyed_the_merge(two_runs: TwoRuns):
 def write_jsonl(path: Path, messages: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(m) + "\n" for m in messages))
-
-
-def assert_same_as_rebuild(warehouse: Path, root: Path) -> None:
-    root.mkdir()
-    rebuilt = root / "rebuilt.duckdb"
-    shutil.copyfile(warehouse, rebuilt)
-    result = dbt("build", "--full-refresh", warehouse=rebuilt, target=root / "target-full")
-    assert result.returncode == 0, result.stdout[-4000:]
-    con = duckdb.connect()
-    con.execute(f"attach '{warehouse}' as incremental (read_only)")
-    con.execute(f"attach '{rebuilt}' as rebuilt (read_only)")
-    compared = sorted(tables(con, "incremental") - BUILD_LOGS.keys())
-    differences = {t: differing_rows(con, t) for t in compared}
-    assert {t: d for t, d in differences.items() if d != (0, 0)} == {}
-    con.close()
 
 
 def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: Path):
