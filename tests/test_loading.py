@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from orchestration import loading
 from orchestration.loading import FILE_KINDS, ensure_raw_schema, load_landing
 from orchestration.loading import events as events_module
 from orchestration.loading import files as files_module
+from orchestration.loading import landing as landing_module
 from tests.conftest import rows
 
 CONTACT_HEADER = "Record ID,First Name,Email,Create Date,Country/Region"
@@ -61,6 +64,41 @@ def rejected(con) -> list[tuple]:
 
 def status_of(report, name: str) -> str:
     return next(f.status for f in report.files if f.path.name == name)
+
+
+@pytest.fixture
+def hashed(monkeypatch) -> list[str]:
+    """The names of the files the loader hashes with fingerprint() (which still runs)."""
+    names: list[str] = []
+    real = landing_module.fingerprint
+
+    def counting(path: Path):
+        names.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(landing_module, "fingerprint", counting)
+    return names
+
+
+@pytest.fixture
+def no_racy_window(monkeypatch) -> None:
+    """Record the stat of files changed just now (a test's files are all younger than
+    RACY_SECONDS, whose stat the loader does not record)."""
+    monkeypatch.setattr(landing_module, "RACY_SECONDS", 0.0)
+
+
+def stat_of(path: Path) -> tuple[int, int, int, int]:
+    stat = path.stat()
+    return (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+
+
+def recorded_stat(con, path: Path) -> tuple:
+    return rows(
+        con,
+        "SELECT file_size, file_mtime_ns, file_ctime_ns, file_inode FROM raw.loaded_files "
+        "WHERE file_path = ?",
+        [str(path.resolve())],
+    )[0]
 
 
 def test_loading_crm_and_events_fills_the_raw_tables_with_file_and_line(con, landing):
@@ -275,6 +313,113 @@ def test_a_copy_of_a_file_under_another_name_is_a_duplicate_and_loads_nothing(co
         [str(copy.resolve())],
     ) == [("duplicate", 0, 0)]
     assert [f.status for f in load_landing(con, landing).files] == ["unchanged", "unchanged"]
+
+
+def test_a_file_whose_stat_is_unchanged_is_not_read_again(con, landing, hashed, no_racy_window):
+    contacts = write(landing / "crm" / "contacts.csv", f"{CONTACT_HEADER}\n1,A,,,\n")
+    events = write_events(landing / "events" / "a.jsonl", [event("m1")])
+    copy = landing / "events" / "b.jsonl"
+    copy.write_bytes(events.read_bytes())
+    first = load_landing(con, landing)
+    assert [f.status for f in first.files] == ["loaded", "loaded", "duplicate"]
+    for path in (contacts, events, copy):
+        assert recorded_stat(con, path) == stat_of(path)
+    hashed.clear()
+
+    again = load_landing(con, landing)
+
+    assert [f.status for f in again.files] == ["unchanged"] * 3
+    assert hashed == []
+
+    mtime = contacts.stat().st_mtime_ns + 1_000_000_000
+    os.utime(contacts, ns=(mtime, mtime))  # touched: new times, same bytes
+    touched = load_landing(con, landing)
+
+    assert [f.status for f in touched.files] == ["unchanged"] * 3
+    assert hashed == ["contacts.csv"]
+    assert recorded_stat(con, contacts) == stat_of(contacts)
+    assert rows(con, "SELECT count(*) FROM raw.crm_contacts") == [(1,)]
+    hashed.clear()
+
+    assert [f.status for f in load_landing(con, landing).files] == ["unchanged"] * 3
+    assert hashed == []
+
+
+def test_a_file_rewritten_in_place_with_the_same_size_is_loaded_again(con, landing, no_racy_window):
+    contacts = write(landing / "crm" / "contacts.csv", f"{CONTACT_HEADER}\n1,A,,,\n")
+    events = write_events(landing / "events" / "a.jsonl", [event("m1")])
+    load_landing(con, landing)
+    loaded = recorded_stat(con, contacts)
+    time.sleep(0.02)  # past a coarse filesystem clock's tick, so that the times differ
+
+    write(contacts, f"{CONTACT_HEADER}\n1,B,,,\n")  # same size, same inode
+    os.utime(contacts, ns=(contacts.stat().st_atime_ns, loaded[1]))  # and its old mtime
+    write_events(events, [event("m2")])
+    changed = stat_of(contacts)
+    assert [now == then for now, then in zip(changed, loaded)] == [True, True, False, True]
+    report = load_landing(con, landing)
+
+    assert [f.status for f in report.files] == ["replaced", "replaced"]
+    assert rows(con, "SELECT record_id, first_name FROM raw.crm_contacts") == [("1", "B")]
+    assert rows(con, "SELECT message_id FROM raw.events") == [("m2",)]
+    assert recorded_stat(con, contacts) == changed
+
+
+def test_a_file_changed_while_it_loads_is_hashed_again_next_run(
+    con, landing, monkeypatch, no_racy_window
+):
+    contacts = write(landing / "crm" / "contacts.csv", f"{CONTACT_HEADER}\n1,A,,,\n")
+    real = landing_module.fingerprint
+
+    def hash_then_change(path: Path):
+        digest = real(path)
+        write(contacts, f"{CONTACT_HEADER}\n1,A,,,\n2,B,,,\n")  # an export still being written
+        return digest
+
+    monkeypatch.setattr(landing_module, "fingerprint", hash_then_change)
+    assert [f.status for f in load_landing(con, landing).files] == ["loaded"]
+    monkeypatch.setattr(landing_module, "fingerprint", real)
+
+    again = load_landing(con, landing)
+
+    assert [f.status for f in again.files] == ["replaced"]
+    assert rows(con, "SELECT content_hash FROM raw.loaded_files") == [(real(contacts)[0],)]
+    assert rows(con, "SELECT record_id FROM raw.crm_contacts ORDER BY 1") == [("1",), ("2",)]
+
+
+def test_a_file_recorded_without_its_stat_is_hashed_once_and_still_unchanged(
+    con, landing, hashed, no_racy_window
+):
+    contacts = write(landing / "crm" / "contacts.csv", f"{CONTACT_HEADER}\n1,A,,,\n")
+    load_landing(con, landing)
+    for column in ("file_size", "file_mtime_ns", "file_ctime_ns", "file_inode"):
+        con.execute(f"ALTER TABLE raw.loaded_files DROP COLUMN {column}")  # an older warehouse
+    hashed.clear()
+
+    upgraded = load_landing(con, landing)
+
+    assert [f.status for f in upgraded.files] == ["unchanged"]
+    assert hashed == ["contacts.csv"]
+    assert recorded_stat(con, contacts) == stat_of(contacts)
+    hashed.clear()
+
+    assert [f.status for f in load_landing(con, landing).files] == ["unchanged"]
+    assert hashed == []
+
+
+def test_the_stat_of_a_file_changed_just_before_its_load_is_not_recorded(
+    con, landing, hashed, monkeypatch
+):
+    monkeypatch.setattr(landing_module, "RACY_SECONDS", 3600.0)  # however slow the machine
+    contacts = write(landing / "crm" / "contacts.csv", f"{CONTACT_HEADER}\n1,A,,,\n")
+    load_landing(con, landing)  # within RACY_SECONDS of the write
+    hashed.clear()
+
+    again = load_landing(con, landing)
+
+    assert recorded_stat(con, contacts) == (None, None, None, None)
+    assert [f.status for f in again.files] == ["unchanged"]
+    assert hashed == ["contacts.csv"]
 
 
 def test_gzipped_events_load_like_plain_ones(con, landing):

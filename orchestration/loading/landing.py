@@ -9,12 +9,20 @@ fingerprint of the mappings (presets and ``crm/mapping.yml``) counts too: a chan
 mapping loads the CRM files again. ``load_landing`` opens and commits those transactions
 itself, so the connection must not be inside one.
 
+As git's index does, a file whose size, modification time, change time and inode are those
+recorded when it was loaded is not read again (its recorded hash stands); any difference
+makes the loader hash it. The stat is taken before the file is read, so a file changed
+while it loads is hashed next run; and it is not recorded for a file changed less than
+``RACY_SECONDS`` before it (a change within the same tick of the filesystem's clock could
+leave all four values as they were), so such a file is hashed once more next run.
+
 Files are never deleted from the raw tables because they disappeared from the landing
 directory; only a changed file's earlier rows are replaced.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +52,10 @@ PROGRESS_SECONDS = 5.0  # a long file reports its progress this often
 # it would keep every block it wrote cached, and a large load would look unbounded.
 LOAD_MEMORY_LIMIT = "1GB"
 _BAR_WIDTH = 20
+# A file's stat is recorded only if its last change (ctime) is at least this much older than
+# the stat: a coarse filesystem clock (FAT: 2 s) could give a later change the same times.
+RACY_SECONDS = 2.0
+_STAT_COLUMNS = ("file_size", "file_mtime_ns", "file_ctime_ns", "file_inode")
 
 
 @dataclass
@@ -248,21 +260,27 @@ def _load_one(
     source = str(path)
     mapping_hash = mappings.fingerprint if kind in CRM_KINDS else None
     found = con.execute(
-        "SELECT content_hash, status, file_kind, crm_mapping_hash FROM raw.loaded_files "
-        "WHERE file_path = ?",
+        "SELECT content_hash, status, file_kind, crm_mapping_hash, "
+        f"{', '.join(_STAT_COLUMNS)} FROM raw.loaded_files WHERE file_path = ?",
         [source],
     ).fetchall()
     previous = found[0] if found else None
+    recorded = tuple(previous[4:]) if previous is not None else None  # NULLs: not recorded
 
     # An event file new to this path is hashed while it loads (one read instead of two); if
     # its bytes turn out to be loaded already under another path, the load is rolled back and
-    # the file recorded as a duplicate. Any other file is hashed first: it may be unchanged.
+    # the file recorded as a duplicate. A file whose stat is the one recorded at its load is
+    # not read: its recorded hash stands. Any other file is hashed first: it may be unchanged.
     streamed = kind == "events" and previous is None
     digest = None
     try:
-        if streamed:
-            size = path.stat().st_size
-        else:
+        stat = os.stat(path)  # before reading: a file changed while it loads differs next run
+        current = _stat_values(stat)
+        record = current if _settled(stat, time.time_ns()) else None
+        size = stat.st_size
+        if previous is not None and current == recorded:
+            digest = previous[0]
+        elif not streamed:
             digest, size = fingerprint(path)
     except OSError as exc:
         return FileLoad(path, kind, "unreadable", error=os_error_message(path, exc))
@@ -272,6 +290,12 @@ def _load_one(
     if same_bytes and previous[1] == "duplicate" and original is None:
         status = "loaded"  # the file it duplicated no longer holds these bytes
     elif same_bytes and previous[3] == mapping_hash:
+        if record != recorded:  # same bytes, new stat: record it, the next run skips the hash
+            con.execute(
+                f"UPDATE raw.loaded_files SET {', '.join(f'{c} = ?' for c in _STAT_COLUMNS)} "
+                "WHERE file_path = ?",
+                [*(record or (None,) * len(_STAT_COLUMNS)), source],
+            )
         return FileLoad(path, kind, "unchanged")
     elif original is not None:
         status = "duplicate"
@@ -306,8 +330,8 @@ def _load_one(
         con.execute("DELETE FROM raw.loaded_files WHERE file_path = ?", [source])
         con.execute(
             "INSERT INTO raw.loaded_files (file_path, file_kind, content_hash, rows_read, "
-            "rows_loaded, rows_rejected, status, loaded_at, crm_mapping, crm_mapping_hash) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, now(), ?, ?)",
+            "rows_loaded, rows_rejected, status, loaded_at, crm_mapping, crm_mapping_hash, "
+            f"{', '.join(_STAT_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?)",
             [
                 source,
                 kind,
@@ -318,6 +342,7 @@ def _load_one(
                 result.status,
                 result.mapping or None,
                 mapping_hash,
+                *(record or (None,) * len(_STAT_COLUMNS)),
             ],
         )
         con.commit()
@@ -331,6 +356,28 @@ def _load_one(
         con.rollback()
         raise
     return result
+
+
+def _stat_values(stat: os.stat_result) -> tuple[int, int, int, int]:
+    """(size, mtime ns, ctime ns, inode) as stored in raw.loaded_files."""
+    return (
+        _int64(stat.st_size),
+        _int64(stat.st_mtime_ns),
+        _int64(stat.st_ctime_ns),
+        _int64(stat.st_ino),
+    )
+
+
+def _int64(value: int) -> int:
+    """``value`` wrapped to a signed 64-bit integer (BIGINT): an inode number may use all 64
+    bits."""
+    return (value + 2**63) % 2**64 - 2**63
+
+
+def _settled(stat: os.stat_result, taken_ns: int) -> bool:
+    """Whether the file's last change is at least RACY_SECONDS older than its stat (taken at
+    ``taken_ns``): only then does any later change give it another ctime."""
+    return stat.st_ctime_ns <= taken_ns - int(RACY_SECONDS * 1e9)
 
 
 def _original(con: duckdb.DuckDBPyConnection, digest: str, size: int, source: str) -> Path | None:

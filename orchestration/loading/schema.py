@@ -77,6 +77,11 @@ ADDED_COLUMNS = (
     ("raw.events", "original_at", "TIMESTAMPTZ"),
     ("raw.loaded_files", "crm_mapping", "VARCHAR"),
     ("raw.loaded_files", "crm_mapping_hash", "VARCHAR"),
+    # the file's stat when it was loaded (NULL: hash the file next run, see landing._load_one)
+    ("raw.loaded_files", "file_size", "BIGINT"),
+    ("raw.loaded_files", "file_mtime_ns", "BIGINT"),
+    ("raw.loaded_files", "file_ctime_ns", "BIGINT"),
+    ("raw.loaded_files", "file_inode", "BIGINT"),
 )
 
 
