@@ -2,8 +2,8 @@
 -- row per pair, with when the link was first seen, how many records make it and the first of
 -- them (for explanations). A pair of types listed in never_link (identity_rules.yml) is kept
 -- with is_allowed = false and does not link.
-with occurrences as (
-    select * from {{ ref('identity_occurrences') }}
+with pairs as (
+    select * from {{ ref('identity_pairs') }}
 ),
 
 identifiers as (
@@ -14,46 +14,39 @@ identifier_types as (
     select * from {{ ref('identity_identifier_types') }}
 ),
 
-record_nodes as (
+-- Each record's pairs of usable identifiers as nodes, the lower node_id first.
+node_pairs as (
     select
-        o.record_key,
-        o.seen_at,
-        o.source_file,
-        o.source_line,
-        i.node_id,
-        i.identifier_type,
-    from occurrences as o
-    inner join identifiers as i
-        on o.identifier_type = i.identifier_type and o.identifier_value = i.identifier_value
+        p.record_key,
+        p.seen_at,
+        p.source_file,
+        p.source_line,
+        least(a.node_id, b.node_id) as src_node_id,
+        greatest(a.node_id, b.node_id) as dst_node_id,
+        case when a.node_id < b.node_id then a.identifier_type else b.identifier_type end as src_type,
+        case when a.node_id < b.node_id then b.identifier_type else a.identifier_type end as dst_type,
+    from pairs as p
+    inner join identifiers as a
+        on p.a_type = a.identifier_type and p.a_value = a.identifier_value
+    inner join identifiers as b
+        on p.b_type = b.identifier_type and p.b_value = b.identifier_value
 ),
 
-pairs as (
-    select
-        a.record_key,
-        a.seen_at,
-        a.source_file,
-        a.source_line,
-        a.node_id as src_node_id,
-        b.node_id as dst_node_id,
-        list_contains(t.never_links_with, b.identifier_type) as is_never_link,
-    from record_nodes as a
-    inner join record_nodes as b
-        on a.record_key = b.record_key and a.node_id < b.node_id
-    inner join identifier_types as t on a.identifier_type = t.identifier_type
-),
-
+-- One row per pair of nodes: its first record (by time, then key) with the pair's record count.
 final as (
     select
-        src_node_id,
-        dst_node_id,
-        not any_value(is_never_link) as is_allowed,
-        min(seen_at) as first_seen_at,
-        count(distinct record_key) as record_count,
-        arg_min(record_key, (seen_at, record_key)) as first_record_key,
-        arg_min(source_file, (seen_at, record_key)) as first_source_file,
-        arg_min(source_line, (seen_at, record_key)) as first_source_line,
-    from pairs
-    group by src_node_id, dst_node_id
+        n.src_node_id,
+        n.dst_node_id,
+        not list_contains(t.never_links_with, n.dst_type) as is_allowed,
+        n.seen_at as first_seen_at,
+        count(*) over pair as record_count,  -- a record names a pair once (identity_pairs)
+        n.record_key as first_record_key,
+        n.source_file as first_source_file,
+        n.source_line as first_source_line,
+    from node_pairs as n
+    inner join identifier_types as t on n.src_type = t.identifier_type
+    window pair as (partition by n.src_node_id, n.dst_node_id)
+    qualify row_number() over (pair order by n.seen_at, n.record_key) = 1
 )
 
 select * from final

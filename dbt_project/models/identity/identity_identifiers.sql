@@ -6,6 +6,10 @@ with occurrences as (
     select * from {{ ref('identity_occurrences') }}
 ),
 
+pairs as (
+    select * from {{ ref('identity_pairs') }}
+),
+
 identifier_types as (
     select * from {{ ref('identity_identifier_types') }}
 ),
@@ -25,44 +29,66 @@ identifiers as (
     group by identifier_type, identifier_value
 ),
 
-blocked as (
-    select
-        i.identifier_type,
-        i.identifier_value,
-        b.reason || ' (blocklist '
-            || case b.match_type when 'exact' then 'value' else 'pattern' end
-            || ' ''' || b.pattern || ''')' as detail,
+-- Exact entries match by a hash join; each regex entry is inlined as a constant pattern
+-- (macro blocklist_regex_entries), which DuckDB compiles once instead of once per row.
+blocklist_matches as (
+    select i.identifier_type, i.identifier_value, b.match_type, b.pattern, b.reason,
     from identifiers as i
     inner join blocklist as b
-        on b.identifier_type = i.identifier_type
-        and (
-            (b.match_type = 'exact' and lower(i.identifier_value) = b.pattern)
-            or (b.match_type = 'regex' and regexp_full_match(i.identifier_value, b.pattern))
-        )
+        on b.match_type = 'exact'
+        and b.identifier_type = i.identifier_type
+        and lower(i.identifier_value) = b.pattern
+    {%- for entry in blocklist_regex_entries() %}
+    union all
+    select identifier_type, identifier_value, 'regex', {{ entry.pattern_literal }}, {{ entry.reason_literal }},
+    from identifiers
+    where identifier_type = {{ entry.type_literal }}
+        and regexp_full_match(identifier_value, {{ entry.pattern_literal }})
+    {%- endfor %}
+),
+
+blocked as (
+    select
+        identifier_type,
+        identifier_value,
+        reason || ' (blocklist '
+            || case match_type when 'exact' then 'value' else 'pattern' end
+            || ' ''' || pattern || ''')' as detail,
+    from blocklist_matches
     qualify row_number() over (
-        partition by i.identifier_type, i.identifier_value order by b.match_type, b.pattern
+        partition by identifier_type, identifier_value order by match_type, pattern
     ) = 1
 ),
 
-unblocked_occurrences as (
-    select o.record_key, o.identifier_type, o.identifier_value
-    from occurrences as o
-    anti join blocked as b
-        on o.identifier_type = b.identifier_type and o.identifier_value = b.identifier_value
+distinct_pairs as (
+    select distinct a_type, a_value, b_type, b_value
+    from pairs
 ),
 
+-- Each identifier with every distinct identifier it shares a record with (both ends of
+-- each pair).
+neighbours as (
+    select a_type as identifier_type, a_value as identifier_value, b_type as neighbour_type, b_value as neighbour_value
+    from distinct_pairs
+    union all
+    select b_type, b_value, a_type, a_value
+    from distinct_pairs
+),
+
+-- How many unblocked people-level identifiers each unblocked identifier shares records with.
 people_level_neighbours as (
     select
-        a.identifier_type,
-        a.identifier_value,
-        count(distinct b.identifier_type || ':' || b.identifier_value) as neighbour_count,
-    from unblocked_occurrences as a
-    inner join unblocked_occurrences as b
-        on a.record_key = b.record_key
-        and not (a.identifier_type = b.identifier_type and a.identifier_value = b.identifier_value)
+        n.identifier_type,
+        n.identifier_value,
+        count(*) as neighbour_count,
+    from neighbours as n
     inner join identifier_types as t
-        on b.identifier_type = t.identifier_type and t.is_people_level
-    group by a.identifier_type, a.identifier_value
+        on n.neighbour_type = t.identifier_type and t.is_people_level
+    anti join blocked as b
+        on n.identifier_type = b.identifier_type and n.identifier_value = b.identifier_value
+    anti join blocked as bn
+        on n.neighbour_type = bn.identifier_type and n.neighbour_value = bn.identifier_value
+    group by n.identifier_type, n.identifier_value
 ),
 
 super_nodes as (

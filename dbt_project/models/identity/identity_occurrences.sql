@@ -38,10 +38,6 @@ identifier_types as (
     select * from {{ ref('identity_identifier_types') }}
 ),
 
-known_user_ids as (
-    select distinct user_id from {{ ref('stg_events__messages') }} where user_id is not null
-),
-
 {% if is_incremental() %}
 new_messages as (
     select message_id, user_id
@@ -64,6 +60,13 @@ messages as (
     select * from all_messages
 ),
 {% endif %}
+
+-- The previousIds of these messages that some message uses as a userId.
+known_user_ids as (
+    select distinct user_id
+    from {{ ref('stg_events__messages') }}
+    where user_id in (select previous_id from messages)
+),
 
 event_fields as (
     select
