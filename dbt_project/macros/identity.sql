@@ -28,3 +28,42 @@ where _loaded_at > {{ watermark }}
 {%- endif -%}
 {{- return(entries) -}}
 {%- endmacro %}
+
+{# The identifier types of the rules (identity_identifier_types, built earlier in the same
+   run): type -> {normalizer, default_country_code, event_fields}. Empty while parsing. #}
+{% macro identifier_type_rules() -%}
+{%- set rules = {} -%}
+{%- if execute -%}
+{%- set found = run_query("select identifier_type, normalizer, default_country_code, to_json(coalesce(event_fields, []))::varchar from " ~ ref('identity_identifier_types') ~ " order by identifier_type") -%}
+{%- for row in found.rows -%}
+{%- do rules.update({row[0]: {'normalizer': row[1], 'default_country_code': row[2], 'event_fields': fromjson(row[3])}}) -%}
+{%- endfor -%}
+{%- endif -%}
+{{- return(rules) -}}
+{%- endmacro %}
+
+{# `value` (SQL) normalized by the rule of `identifier_type`, the normalizer written in as a
+   constant; NULL when the rules have no such type (it is not collected). #}
+{% macro normalized_as(rules, identifier_type, value) -%}
+{%- set rule = rules.get(identifier_type) -%}
+{%- if rule is none -%}
+null
+{%- elif rule.normalizer == 'id' -%}
+{{ normalize_id(value) }}
+{%- elif rule.normalizer == 'lowercase_id' -%}
+{{ normalize_lowercase_id(value) }}
+{%- elif rule.normalizer == 'email' -%}
+{{ normalize_email(value) }}
+{%- elif rule.normalizer == 'sha256' -%}
+{{ normalize_sha256(value) }}
+{%- elif rule.normalizer == 'phone' -%}
+{{ normalize_phone(value, "'" ~ (rule.default_country_code | replace("'", "''")) ~ "'") }}
+{%- else -%}
+null
+{%- endif -%}
+{%- endmacro %}
+
+{# One element of a record's identifier list: {identifier_type, identifier_value}. #}
+{% macro identifier_entry(rules, identifier_type, value) -%}
+{'identifier_type': '{{ identifier_type | replace("'", "''") }}', 'identifier_value': {{ normalized_as(rules, identifier_type, value) }}}
+{%- endmacro %}

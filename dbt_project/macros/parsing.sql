@@ -65,14 +65,3 @@ delete from {{ this }};
 {%- endif -%}
 {%- endif -%}
 {%- endmacro %}
-
-{# Whether any identifier type of the rules reads extra event fields (event_fields), from the
-   identity_identifier_types table built earlier in the same run. False while parsing. #}
-{% macro rules_have_event_fields() -%}
-{%- if execute -%}
-{%- set found = run_query("select count(*) from " ~ ref('identity_identifier_types') ~ " where len(event_fields) > 0") -%}
-{{- return(found.columns[0].values()[0] > 0) -}}
-{%- else -%}
-{{- return(false) -}}
-{%- endif -%}
-{%- endmacro %}

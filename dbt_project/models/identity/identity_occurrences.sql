@@ -21,6 +21,13 @@
     ],
 ) }}
 
+{%- set rules = identifier_type_rules() -%}
+{%- set event_fields = [] -%}
+{%- for identifier_type, rule in rules.items() -%}
+{%- for field in rule.event_fields -%}
+{%- do event_fields.append((identifier_type, field.split('.', 1)[0], '$.' ~ field.split('.', 1)[1])) -%}
+{%- endfor -%}
+{%- endfor %}
 with contacts as (
     select * from {{ ref('stg_crm__contacts') }}
 ),
@@ -31,6 +38,7 @@ all_messages as not materialized (
     select
         message_id, _source_file, _source_line, event_at, _loaded_at, user_id, anonymous_id,
         previous_id, traits ->> 'email' as email, traits ->> 'phone' as phone,
+        {%- if event_fields %} traits, context, properties,{% endif %}
     from {{ ref('stg_events__messages') }}
 ),
 
@@ -68,71 +76,33 @@ known_user_ids as (
     where user_id in (select previous_id from messages)
 ),
 
-event_fields as (
+-- Each record's identifiers as one list, normalized by the rule of their type (written in
+-- as constants, macro normalized_as), without NULLs and without repeats (an alias whose
+-- previousId is its anonymousId names it once): no grouping of all occurrences is needed.
+contact_identifiers as (
     select
-        identifier_type,
-        split_part(field, '.', 1) as json_column,
-        '$.' || substr(field, strpos(field, '.') + 1) as json_path,
-    from (select identifier_type, unnest(event_fields) as field from identifier_types)
-),
-
-contact_values as (
-    unpivot (
-        select
-            'crm_contact:' || contact_id as record_key,
-            'crm_contact' as record_source,
-            contact_id as record_id,
-            _source_file as source_file,
-            _source_line as source_line,
-            coalesce(created_at, _loaded_at) as seen_at,
-            _loaded_at,
-            contact_id as crm_contact_id,
-            email_raw::varchar as email,
-            phone_raw::varchar as phone,
-        from contacts
-    )
-    on crm_contact_id, email, phone
-    into name identifier_type value raw_value
-),
-
-message_values as (
-    unpivot (
-        select
-            'event:' || message_id as record_key,
-            'event' as record_source,
-            message_id as record_id,
-            _source_file as source_file,
-            _source_line as source_line,
-            event_at as seen_at,
-            _loaded_at,
-            user_id,
-            anonymous_id,
-            previous_id,
-            email,
-            phone,
-        from messages
-    )
-    on user_id, anonymous_id, previous_id, email, phone
-    into name identifier_type value raw_value
+        'crm_contact:' || contact_id as record_key,
+        'crm_contact' as record_source,
+        contact_id as record_id,
+        _source_file as source_file,
+        _source_line as source_line,
+        coalesce(created_at, _loaded_at) as seen_at,
+        _loaded_at,
+        list_distinct(list_filter(
+            [
+                {{ identifier_entry(rules, 'crm_contact_id', 'contact_id') }},
+                {{ identifier_entry(rules, 'email', 'email_raw::varchar') }},
+                {{ identifier_entry(rules, 'phone', 'phone_raw::varchar') }},
+            ],
+            lambda i: i.identifier_value is not null
+        )) as identifiers,
+    from contacts
 ),
 
 -- An alias's previousId is usually an anonymous id; it is a user id when some message uses
--- it as one.
-message_values_typed as (
-    select
-        m.* exclude (identifier_type),
-        case
-            when m.identifier_type <> 'previous_id' then m.identifier_type
-            when u.user_id is not null then 'user_id'
-            else 'anonymous_id'
-        end as identifier_type,
-    from message_values as m
-    left join known_user_ids as u
-        on m.identifier_type = 'previous_id' and m.raw_value = u.user_id
-),
-
--- Extra sources from the rules (event_fields: traits.x, context.x.y, properties.x).
-event_field_values as (
+-- it as one. Extra sources from the rules (event_fields: traits.x, context.x.y,
+-- properties.x) are read as strings from the message's JSON.
+message_identifiers as (
     select
         'event:' || m.message_id as record_key,
         'event' as record_source,
@@ -141,71 +111,47 @@ event_field_values as (
         m._source_line as source_line,
         m.event_at as seen_at,
         m._loaded_at,
-        f.identifier_type,
-        json_extract_string(
-            case f.json_column
-                when 'traits' then m.traits
-                when 'context' then m.context
-                when 'properties' then m.properties
-            end,
-            f.json_path
-        ) as raw_value,
-    from {{ ref('stg_events__messages') }} as m
-    cross join event_fields as f
-    {% if is_incremental() %}
-    where m.message_id in (select message_id from messages)
-    {% endif %}
+        list_distinct(list_filter(
+            [
+                {{ identifier_entry(rules, 'user_id', 'm.user_id') }},
+                {{ identifier_entry(rules, 'anonymous_id', 'm.anonymous_id') }},
+                case
+                    when u.user_id is not null
+                    then {{ identifier_entry(rules, 'user_id', 'm.previous_id') }}
+                    else {{ identifier_entry(rules, 'anonymous_id', 'm.previous_id') }}
+                end,
+                {{ identifier_entry(rules, 'email', 'm.email') }},
+                {{ identifier_entry(rules, 'phone', 'm.phone') }},
+                {%- for identifier_type, json_column, json_path in event_fields %}
+                {{ identifier_entry(rules, identifier_type, "json_extract_string(m." ~ json_column ~ ", '" ~ json_path | replace("'", "''") ~ "')") }},
+                {%- endfor %}
+            ],
+            lambda i: i.identifier_value is not null
+        )) as identifiers,
+    from messages as m
+    left join known_user_ids as u on m.previous_id = u.user_id
 ),
 
-all_values as (
-    select record_key, record_source, record_id, source_file, source_line, seen_at, _loaded_at, identifier_type, raw_value
-    from contact_values
+records as (
+    select * from contact_identifiers
     union all
-    select record_key, record_source, record_id, source_file, source_line, seen_at, _loaded_at, identifier_type, raw_value
-    from message_values_typed
-    {% if rules_have_event_fields() %}
-    union all
-    select record_key, record_source, record_id, source_file, source_line, seen_at, _loaded_at, identifier_type, raw_value
-    from event_field_values
-    where raw_value is not null
-    {% endif %}
+    select * from message_identifiers
 ),
 
-normalized as (
-    select
-        v.record_key,
-        v.record_source,
-        v.record_id,
-        v.source_file,
-        v.source_line,
-        v.seen_at,
-        v.identifier_type,
-        {{ normalize_identifier('v.raw_value', 't.normalizer', 't.default_country_code') }} as identifier_value,
-        v._loaded_at,
-    from all_values as v
-    inner join identifier_types as t on v.identifier_type = t.identifier_type
-),
-
--- An identifier a record names twice (an alias whose previousId is its anonymousId) once.
--- The other columns belong to the record; grouped by the key alone, large builds can spill.
 final as (
     select
         record_key,
-        any_value(record_source) as record_source,
-        any_value(record_id) as record_id,
-        any_value(source_file) as source_file,
-        any_value(source_line) as source_line,
-        any_value(seen_at) as seen_at,
-        identifier_type,
-        identifier_value,
-        any_value(_loaded_at) as _loaded_at,
-    from normalized
-    where identifier_value is not null
-    group by record_key, identifier_type, identifier_value
+        record_source,
+        record_id,
+        source_file,
+        source_line,
+        seen_at,
+        unnest(identifiers, recursive := true),
+        _loaded_at,
+    from records
 )
 
 select
     *,
     (select any_value(rules_version) from identifier_types) as rules_version,
 from final
-
