@@ -10,8 +10,8 @@ back (--landing: use that generated folder instead, for one size; its files are 
 place). Then a full `cdp run` in a subprocess with a fresh warehouse and Dagster home, and an
 incremental `cdp run` after the held-back events land as a new file; the incremental run's
 cost is reported as a share of the full run's. Peak memory is the largest sum of resident
-memory over the `cdp run` process tree (dbt runs as a child process), sampled every 0.5 s.
-Stage times come from the run's Dagster event log: each step's duration, and for the dbt step
+memory over the `cdp run` process tree (dbt runs as a child process), sampled every 0.5 s;
+each stage's peak is the largest sample taken while it ran. Stage times come from the run's Dagster event log: each step's duration, and for the dbt step
 the execution time of its models grouped by schema (staging, identity, intermediate, cdp,
 segments); the rest of the dbt step (start-up, parsing, tests) is reported as "dbt overhead
 and tests".
@@ -51,8 +51,11 @@ def tree_rss_bytes(pid: int) -> int:
     return total
 
 
-def run_measured(command: list[str], env: dict[str, str]) -> tuple[float, int, str]:
-    """Run a command; return wall seconds, peak tree RSS in bytes and its output."""
+def run_measured(
+    command: list[str], env: dict[str, str]
+) -> tuple[float, list[tuple[float, int]], str]:
+    """Run a command; return wall seconds, the tree RSS samples (epoch seconds, bytes) and
+    its output."""
     started = time.monotonic()
     process = subprocess.Popen(
         command,
@@ -62,13 +65,12 @@ def run_measured(command: list[str], env: dict[str, str]) -> tuple[float, int, s
         stderr=subprocess.STDOUT,
         text=True,
     )
-    peak = 0
+    samples: list[tuple[float, int]] = []
     done = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
         while not done.is_set():
-            peak = max(peak, tree_rss_bytes(process.pid))
+            samples.append((time.time(), tree_rss_bytes(process.pid)))
             time.sleep(0.5)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -78,18 +80,33 @@ def run_measured(command: list[str], env: dict[str, str]) -> tuple[float, int, s
     sampler.join()
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{output[-5000:]}")
-    return time.monotonic() - started, peak, output
+    return time.monotonic() - started, samples, output
 
 
-def stage_times(dagster_home: Path) -> list[tuple[str, float]]:
+def peak(
+    samples: list[tuple[float, int]], intervals: list[tuple[float, float]] | None = None
+) -> int:
+    """The largest sample, of all or of those taken within the (start, end) intervals."""
+    return max(
+        (
+            rss
+            for at, rss in samples
+            if intervals is None or any(start <= at <= end for start, end in intervals)
+        ),
+        default=0,
+    )
+
+
+def stage_times(dagster_home: Path) -> list[tuple[str, float, list[tuple[float, float]]]]:
+    """(stage, seconds, the stage's (start, end) epoch intervals) of the newest run."""
     import dagster as dg
 
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         run = instance.get_runs(limit=1)[0]
         events = list(instance.all_logs(run.run_id))
     starts: dict[str, float] = {}
-    steps: dict[str, float] = {}
-    models: dict[str, float] = defaultdict(float)
+    steps: dict[str, tuple[float, float]] = {}
+    models: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for entry in events:
         event = entry.dagster_event
         if event is None:
@@ -97,19 +114,36 @@ def stage_times(dagster_home: Path) -> list[tuple[str, float]]:
         if event.event_type_value == "STEP_START":
             starts[event.step_key] = entry.timestamp
         elif event.event_type_value == "STEP_SUCCESS":
-            steps[event.step_key] = entry.timestamp - starts[event.step_key]
+            steps[event.step_key] = (starts[event.step_key], entry.timestamp)
         elif event.event_type_value == "ASSET_MATERIALIZATION":
             materialization = event.event_specific_data.materialization
             duration = materialization.metadata.get("Execution Duration")
             if duration is not None:
-                models[materialization.asset_key.path[0]] += float(duration.value)
-    rows = [("load (raw_tables)", steps.pop("raw_tables", 0.0))]
-    dbt_step = steps.pop("cdp_dbt_models", 0.0)
+                ended = entry.timestamp
+                models[materialization.asset_key.path[0]].append(
+                    (ended - float(duration.value), ended)
+                )
+
+    def seconds(intervals: list[tuple[float, float]]) -> float:
+        return sum(end - start for start, end in intervals)
+
+    rows = [("load (raw_tables)", *_step(steps.pop("raw_tables", None)))]
+    dbt_interval = steps.pop("cdp_dbt_models", None)
     for schema in ("staging", "identity", "intermediate", "cdp", "segments"):
-        rows.append((f"dbt models: {schema}", models.pop(schema, 0.0)))
-    rows.append(("dbt overhead and tests", dbt_step - sum(t for _, t in rows[1:])))
-    rows.extend((f"step {key}", seconds) for key, seconds in sorted(steps.items()))
+        intervals = models.pop(schema, [])
+        rows.append((f"dbt models: {schema}", seconds(intervals), intervals))
+    dbt_seconds, dbt_intervals = _step(dbt_interval)
+    rows.append(
+        ("dbt overhead and tests", dbt_seconds - sum(row[1] for row in rows[1:]), dbt_intervals)
+    )
+    rows.extend((f"step {key}", *_step(interval)) for key, interval in sorted(steps.items()))
     return rows
+
+
+def _step(interval: tuple[float, float] | None) -> tuple[float, list[tuple[float, float]]]:
+    if interval is None:
+        return 0.0, []
+    return interval[1] - interval[0], [interval]
 
 
 def event_time(line: bytes) -> float | None:
@@ -148,11 +182,13 @@ def hold_back_newest(events_dir: Path, share: float, out: Path) -> int:
     return moved
 
 
-def print_run(title: str, seconds: float, peak: int, dagster_home: Path, output: str) -> None:
-    print(f"{title}: {seconds:.1f} s end to end, peak {peak / 2**30:.2f} GiB")
-    print("| stage | seconds |\n|---|---:|")
-    for stage, stage_seconds in stage_times(dagster_home):
-        print(f"| {stage} | {stage_seconds:.1f} |")
+def print_run(
+    title: str, seconds: float, samples: list[tuple[float, int]], dagster_home: Path, output: str
+) -> None:
+    print(f"{title}: {seconds:.1f} s end to end, peak {peak(samples) / 2**30:.2f} GiB")
+    print("| stage | seconds | peak GiB |\n|---|---:|---:|")
+    for stage, stage_seconds, intervals in stage_times(dagster_home):
+        print(f"| {stage} | {stage_seconds:.1f} | {peak(samples, intervals) / 2**30:.2f} |")
     summary = output[output.find("\nRun ") :].strip()
     print(
         "\n"
@@ -170,10 +206,10 @@ def bench(customers: int, workdir: Path, new_share: float, landing: Path | None)
     root.mkdir(parents=True)
     env = {**os.environ, "DAGSTER_HOME": str(root / "dagster"), "GX_ANALYTICS_ENABLED": "false"}
     (root / "dagster").mkdir()
-    generate_seconds = generate_peak = 0
+    generate_seconds, generate_samples = 0.0, []
     if landing is None:
         landing = root / "landing"
-        generate_seconds, generate_peak, _ = run_measured(
+        generate_seconds, generate_samples, _ = run_measured(
             [*CDP, "generate", "--customers", str(customers), "--seed", "1",
              "--end", "2026-11-15", "--out", str(landing)],
             env,
@@ -185,21 +221,21 @@ def bench(customers: int, workdir: Path, new_share: float, landing: Path | None)
     run = [*CDP, "run", "--landing", str(landing), "--warehouse", str(warehouse)]
     print(f"\n## {customers:,} customers, {events:,} event lines")
     if generate_seconds:
-        print(f"generate: {generate_seconds:.1f} s, peak {generate_peak / 2**30:.2f} GiB")
-    full_seconds, full_peak, output = run_measured(run, env)
+        print(f"generate: {generate_seconds:.1f} s, peak {peak(generate_samples) / 2**30:.2f} GiB")
+    full_seconds, full_samples, output = run_measured(run, env)
     print_run(
         f"full cdp run ({events - new_events:,} events)",
         full_seconds,
-        full_peak,
+        full_samples,
         root / "dagster",
         output,
     )
     shutil.move(held_back, landing / "events" / "zz-new-events.jsonl")
-    seconds, peak, output = run_measured(run, env)
+    seconds, samples, output = run_measured(run, env)
     print_run(
         f"\nincremental cdp run (+{new_events:,} events, {new_events / events:.1%})",
         seconds,
-        peak,
+        samples,
         root / "dagster",
         output,
     )
