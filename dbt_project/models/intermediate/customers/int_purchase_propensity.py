@@ -52,39 +52,33 @@ FEATURES = [
 ]
 
 # Features of every customer with an event at or before each cutoff, from events up to it.
-# One pass over the events computes every cutoff's aggregates side by side (FILTER per
-# cutoff) instead of joining each event to every later cutoff; distinct days and distinct
-# orders come from per-day and per-order rollups. {k}: the cutoff's index; {c}: its literal.
+# The events are first rolled up per customer and day before the newest cutoff (day d holds
+# the events in (newest - (d+1) days, newest - d days]); every cutoff is a whole number of
+# days n before the newest, so "at or before the cutoff" is day >= n and "within w days of it"
+# is day < n + w, and the per-cutoff aggregates (FILTER per cutoff, side by side) read the
+# rollup instead of every event. Distinct calendar days and distinct orders come from
+# per-day and per-order rollups. {k}: the cutoff's index; {n}: its days before the newest.
 PER_CUTOFF_AGGREGATES = """
-    max(event_at) filter (where event_at <= {c}) as last_event_at_{k},
-    min(event_at) filter (where event_at <= {c}) as first_event_at_{k},
-    count(*) filter (where event_at <= {c}) as event_count_{k},
-    count(*) filter (where event_at <= {c} and event_at > {c} - interval 7 day) as event_count_7d_{k},
-    count(*) filter (where event_at <= {c} and event_at > {c} - interval 30 day) as event_count_30d_{k},
-    count(*) filter (
-        where event_name = 'Product Viewed' and event_at <= {c} and event_at > {c} - interval 7 day
-    ) as product_view_count_7d_{k},
-    count(*) filter (
-        where event_name = 'Product Viewed' and event_at <= {c} and event_at > {c} - interval 14 day
-    ) as product_view_count_14d_{k},
-    count(*) filter (
-        where event_name = 'Product Viewed' and event_at <= {c} and event_at > {c} - interval 30 day
-    ) as product_view_count_30d_{k},
-    count(*) filter (
-        where message_type in ('page', 'screen') and event_at <= {c}
-        and event_at > {c} - interval 30 day
-    ) as page_view_count_30d_{k},
-    count(*) filter (
-        where event_name in ('Product Added', 'Checkout Started') and event_at <= {c}
-        and event_at > {c} - interval 14 day
-    ) as cart_event_count_14d_{k},
-    count(*) filter (
-        where event_name = 'Products Searched' and event_at <= {c}
-        and event_at > {c} - interval 30 day
-    ) as search_count_30d_{k},
-    max(event_at) filter (
-        where event_name = 'Order Completed' and event_at <= {c}
-    ) as last_order_at_{k},
+    max(last_at) filter (where day >= {n}) as last_event_at_{k},
+    min(first_at) filter (where day >= {n}) as first_event_at_{k},
+    coalesce(sum(events) filter (where day >= {n}), 0)::bigint as event_count_{k},
+    coalesce(sum(events) filter (where day >= {n} and day < {n} + 7), 0)::bigint
+        as event_count_7d_{k},
+    coalesce(sum(events) filter (where day >= {n} and day < {n} + 30), 0)::bigint
+        as event_count_30d_{k},
+    coalesce(sum(product_views) filter (where day >= {n} and day < {n} + 7), 0)::bigint
+        as product_view_count_7d_{k},
+    coalesce(sum(product_views) filter (where day >= {n} and day < {n} + 14), 0)::bigint
+        as product_view_count_14d_{k},
+    coalesce(sum(product_views) filter (where day >= {n} and day < {n} + 30), 0)::bigint
+        as product_view_count_30d_{k},
+    coalesce(sum(page_views) filter (where day >= {n} and day < {n} + 30), 0)::bigint
+        as page_view_count_30d_{k},
+    coalesce(sum(cart_events) filter (where day >= {n} and day < {n} + 14), 0)::bigint
+        as cart_event_count_14d_{k},
+    coalesce(sum(searches) filter (where day >= {n} and day < {n} + 30), 0)::bigint
+        as search_count_30d_{k},
+    max(last_order_at) filter (where day >= {n}) as last_order_at_{k},
 """
 # A day counts as active for a cutoff when it has an event in (cutoff - 30 days, cutoff]: its
 # first event is at or before the cutoff and its last one after the window's start (a day
@@ -122,22 +116,45 @@ where a.event_count_{k} > 0
 
 def features_sql(cutoffs) -> str:
     """The features query over a relation named events, one row per cutoff and customer."""
+    newest = max(cutoffs)
+    days_before = [(newest - c) / timedelta(days=1) for c in cutoffs]
+    if any(days != int(days) for days in days_before):
+        raise ValueError(f"every cutoff must be whole days before {newest}: {cutoffs}")
     literals = [f"timestamptz '{c.isoformat()}'" for c in cutoffs]
 
     def each(template: str, joiner: str = "") -> str:
         return joiner.join(
-            template.format(k=k, c=c, never=NEVER_DAYS) for k, c in enumerate(literals)
+            template.format(k=k, c=c, n=int(days_before[k]), never=NEVER_DAYS)
+            for k, c in enumerate(literals)
         )
 
+    newest_literal = f"timestamptz '{newest.isoformat()}'"
     return f"""
 with narrow as (
     select customer_id, event_at, event_name, message_type, order_id
     from events
     where customer_id is not null
 ),
+by_day as (
+    select
+        customer_id,
+        (epoch_us({newest_literal}) - epoch_us(event_at)) // 86400000000 as day,
+        count(*) as events,
+        count(*) filter (where event_name = 'Product Viewed') as product_views,
+        count(*) filter (where message_type in ('page', 'screen')) as page_views,
+        count(*) filter (where event_name in ('Product Added', 'Checkout Started'))
+            as cart_events,
+        count(*) filter (where event_name = 'Products Searched') as searches,
+        min(event_at) as first_at,
+        max(event_at) as last_at,
+        max(event_at) filter (where event_name = 'Order Completed') as last_order_at,
+    from narrow
+    where event_at <= {newest_literal}
+    group by customer_id, day
+),
 aggregates as materialized (
     select customer_id, {each(PER_CUTOFF_AGGREGATES)}
-    from narrow
+    from by_day
     group by customer_id
 ),
 days as (
