@@ -67,3 +67,119 @@ null
 {% macro identifier_entry(rules, identifier_type, value) -%}
 {'identifier_type': '{{ identifier_type | replace("'", "''") }}', 'identifier_value': {{ normalized_as(rules, identifier_type, value) }}}
 {%- endmacro %}
+
+{# The CTEs up to `records`: one row per record (every CRM contact, and the messages read)
+   with its identifiers as one list, normalized by the rule of their type (written in as
+   constants, macro normalized_as), without NULLs and without repeats (an alias whose
+   previousId is its anonymousId names it once). identity_occurrences unnests the lists and
+   identity_pairs pairs their elements, so neither groups or joins all occurrences.
+   watermark: none reads every message; otherwise SQL for a time, and only the messages
+   staged after it are read, plus the aliases whose previousId such a message uses as a
+   userId (that previousId becomes a user id). #}
+{% macro identity_record_lists(watermark=none) -%}
+{%- set rules = identifier_type_rules() -%}
+{%- set event_fields = [] -%}
+{%- for identifier_type, rule in rules.items() -%}
+{%- for field in rule.event_fields -%}
+{%- do event_fields.append((identifier_type, field.split('.', 1)[0], '$.' ~ field.split('.', 1)[1])) -%}
+{%- endfor -%}
+{%- endfor -%}
+contacts as (
+    select * from {{ ref('stg_crm__contacts') }}
+),
+
+-- Only the columns read here, never materialized: the messages of a full build do not fit
+-- in memory with their JSON columns at a million customers.
+all_messages as not materialized (
+    select
+        message_id, _source_file, _source_line, event_at, _loaded_at, user_id, anonymous_id,
+        previous_id, traits ->> 'email' as email, traits ->> 'phone' as phone,
+        {%- if event_fields %} traits, context, properties,{% endif %}
+    from {{ ref('stg_events__messages') }}
+),
+
+{% if watermark is not none %}
+new_messages as (
+    select message_id, user_id
+    from all_messages
+    where _loaded_at > {{ watermark }}
+),
+
+messages as (
+    select *
+    from all_messages
+    where message_id in (select message_id from new_messages)
+        or previous_id in (select user_id from new_messages)
+),
+{% else %}
+messages as (
+    select * from all_messages
+),
+{% endif %}
+
+-- The previousIds of these messages that some message uses as a userId.
+known_user_ids as (
+    select distinct user_id
+    from {{ ref('stg_events__messages') }}
+    where user_id in (select previous_id from messages)
+),
+
+contact_identifiers as (
+    select
+        'crm_contact:' || contact_id as record_key,
+        'crm_contact' as record_source,
+        contact_id as record_id,
+        _source_file as source_file,
+        _source_line as source_line,
+        coalesce(created_at, _loaded_at) as seen_at,
+        _loaded_at,
+        list_distinct(list_filter(
+            [
+                {{ identifier_entry(rules, 'crm_contact_id', 'contact_id') }},
+                {{ identifier_entry(rules, 'email', 'email_raw::varchar') }},
+                {{ identifier_entry(rules, 'phone', 'phone_raw::varchar') }},
+            ],
+            lambda i: i.identifier_value is not null
+        )) as identifiers,
+    from contacts
+),
+
+-- An alias's previousId is usually an anonymous id; it is a user id when some message uses
+-- it as one. Extra sources from the rules (event_fields: traits.x, context.x.y,
+-- properties.x) are read as strings from the message's JSON.
+message_identifiers as (
+    select
+        'event:' || m.message_id as record_key,
+        'event' as record_source,
+        m.message_id as record_id,
+        m._source_file as source_file,
+        m._source_line as source_line,
+        m.event_at as seen_at,
+        m._loaded_at,
+        list_distinct(list_filter(
+            [
+                {{ identifier_entry(rules, 'user_id', 'm.user_id') }},
+                {{ identifier_entry(rules, 'anonymous_id', 'm.anonymous_id') }},
+                case
+                    when u.user_id is not null
+                    then {{ identifier_entry(rules, 'user_id', 'm.previous_id') }}
+                    else {{ identifier_entry(rules, 'anonymous_id', 'm.previous_id') }}
+                end,
+                {{ identifier_entry(rules, 'email', 'm.email') }},
+                {{ identifier_entry(rules, 'phone', 'm.phone') }},
+                {%- for identifier_type, json_column, json_path in event_fields %}
+                {{ identifier_entry(rules, identifier_type, "json_extract_string(m." ~ json_column ~ ", '" ~ json_path | replace("'", "''") ~ "')") }},
+                {%- endfor %}
+            ],
+            lambda i: i.identifier_value is not null
+        )) as identifiers,
+    from messages as m
+    left join known_user_ids as u on m.previous_id = u.user_id
+),
+
+records as (
+    select * from contact_identifiers
+    union all
+    select * from message_identifiers
+)
+{%- endmacro %}

@@ -1,12 +1,12 @@
 -- Every pair of identifiers named by the same record, once per record: (a_type, a_value) sorts
 -- before (b_type, b_value). identity_identifiers counts each identifier's neighbours from it
--- and identity_edges links nodes with it, so the occurrences are joined with themselves once,
--- and in an incremental run only for the records that changed.
+-- and identity_edges links nodes with it. Made from each record's list of identifiers (macro
+-- identity_record_lists, as identity_occurrences is), so no join of all occurrences.
 --
--- Incremental like identity_occurrences, which it follows: CRM contacts are paired again on
--- every run; of the events, the records macro identity_pairs_changed_events names (their old
--- pairs are deleted first, so a record that now pairs nothing keeps none). Rebuilt when raw
--- event rows were removed or the collecting rules changed (rules_version).
+-- Incremental like identity_occurrences: CRM contacts are paired again on every run; of the
+-- events, the records macro identity_pairs_changed_events names (their old pairs are deleted
+-- first, so a record that now pairs nothing keeps none). Rebuilt when raw event rows were
+-- removed or the collecting rules changed (rules_version).
 {{ config(
     materialized='incremental',
     incremental_strategy='delete+insert',
@@ -19,44 +19,52 @@
     ],
 ) }}
 
+-- depends_on: {{ ref('stg_crm__contacts') }}
 -- depends_on: {{ ref('stg_events__messages') }}
 -- depends_on: {{ ref('identity_identifier_types') }}
-with occurrences as (
-    select * from {{ ref('identity_occurrences') }}
+with
+{% if is_incremental() -%}
+{{ identity_record_lists("(select coalesce(max(_loaded_at), '-infinity'::timestamptz) from " ~ this ~ " where record_source = 'event')") }},
+{%- else -%}
+{{ identity_record_lists() }},
+{%- endif %}
+
+identifier_types as (
+    select * from {{ ref('identity_identifier_types') }}
 ),
 
-{% if is_incremental() %}
-records as (
-    select *
-    from occurrences
-    where record_source = 'crm_contact'
-        or record_key in ({{ identity_pairs_changed_events(
-            "(select coalesce(max(_loaded_at), '-infinity'::timestamptz) from " ~ this ~ " where record_source = 'event')"
-        ) }})
+-- Each record's identifiers sorted by (type, value); pairs (i, j) with i < j.
+pairs as (
+    select
+        *,
+        unnest(flatten(list_transform(
+            range(1, len(sorted_identifiers)),
+            lambda i: list_transform(
+                range(i + 1, len(sorted_identifiers) + 1),
+                lambda j: {'a': sorted_identifiers[i], 'b': sorted_identifiers[j]}
+            )
+        ))) as pair,
+    from (
+        select *, list_sort(identifiers) as sorted_identifiers
+        from records
+        where len(identifiers) > 1
+    )
 ),
-{% else %}
-records as (
-    select * from occurrences
-),
-{% endif %}
 
 final as (
     select
-        a.record_key,
-        a.record_source,
-        a.seen_at,
-        a.source_file,
-        a.source_line,
-        a.identifier_type as a_type,
-        a.identifier_value as a_value,
-        b.identifier_type as b_type,
-        b.identifier_value as b_value,
-        a._loaded_at,
-        a.rules_version,
-    from records as a
-    inner join records as b
-        on a.record_key = b.record_key
-        and (a.identifier_type, a.identifier_value) < (b.identifier_type, b.identifier_value)
+        record_key,
+        record_source,
+        seen_at,
+        source_file,
+        source_line,
+        pair.a.identifier_type as a_type,
+        pair.a.identifier_value as a_value,
+        pair.b.identifier_type as b_type,
+        pair.b.identifier_value as b_value,
+        _loaded_at,
+        (select any_value(rules_version) from identifier_types) as rules_version,
+    from pairs
 )
 
 select * from final
