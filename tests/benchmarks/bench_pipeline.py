@@ -158,7 +158,9 @@ def event_time(line: bytes) -> float | None:
 
 def hold_back_newest(events_dir: Path, share: float, out: Path) -> int:
     """Move the newest `share` of the event lines (by timestamp) of every file in events_dir
-    into the file `out`; lines without a readable timestamp stay. Returns the lines moved."""
+    into the file `out`; lines without a readable timestamp stay, and a file left empty is
+    removed (the incremental run must see the held-back file as new, not as a replaced
+    one, which would rebuild the event models). Returns the lines moved."""
     files = sorted(events_dir.glob("*.jsonl"))
     times = np.array(
         [t for path in files for line in path.open("rb") if (t := event_time(line)) is not None]
@@ -176,7 +178,11 @@ def hold_back_newest(events_dir: Path, share: float, out: Path) -> int:
                         moved += 1
                     else:
                         keep.write(line)
-            kept.replace(path)
+            if kept.stat().st_size:
+                kept.replace(path)
+            else:  # e.g. the held-back file of an earlier benchmark: it must land anew
+                kept.unlink()
+                path.unlink()
     return moved
 
 
