@@ -73,10 +73,11 @@ null
    constants, macro normalized_as), without NULLs and without repeats (an alias whose
    previousId is its anonymousId names it once). identity_occurrences unnests the lists and
    identity_pairs pairs their elements, so neither groups or joins all occurrences.
-   watermark: none reads every message; otherwise SQL for a time, and only the messages
-   staged after it are read, plus the aliases whose previousId such a message uses as a
-   userId (that previousId becomes a user id). #}
-{% macro identity_record_lists(watermark=none) -%}
+   A full build reads every message; an incremental run of the calling model only the
+   messages staged after its newest event record, plus the aliases whose previousId such a
+   message uses as a userId (that previousId becomes a user id). #}
+{% macro identity_record_lists() -%}
+{%- set watermark = "(select coalesce(max(_loaded_at), '-infinity'::timestamptz) from " ~ this ~ " where record_source = 'event')" if is_incremental() else none -%}
 {%- set rules = identifier_type_rules() -%}
 {%- set event_fields = [] -%}
 {%- for identifier_type, rule in rules.items() -%}

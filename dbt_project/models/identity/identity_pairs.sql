@@ -23,11 +23,7 @@
 -- depends_on: {{ ref('stg_events__messages') }}
 -- depends_on: {{ ref('identity_identifier_types') }}
 with
-{% if is_incremental() -%}
-{{ identity_record_lists("(select coalesce(max(_loaded_at), '-infinity'::timestamptz) from " ~ this ~ " where record_source = 'event')") }},
-{%- else -%}
 {{ identity_record_lists() }},
-{%- endif %}
 
 identifier_types as (
     select * from {{ ref('identity_identifier_types') }}
