@@ -12,7 +12,8 @@ import duckdb
 import pytest
 
 from orchestration.assets.raw import raw_tables
-from orchestration.checks import CHECK_NAME, _suites, check_result, raw_data_quality, validate
+from orchestration.checks import CHECK_NAME, check_result, raw_data_quality
+from orchestration.expectations import suites, validate
 from orchestration.loading import load_landing
 from orchestration.resources import CdpPaths
 from tests.conftest import run_cdp
@@ -56,7 +57,7 @@ def build_landing(root: Path, contact_emails: list[str]) -> Path:
 
 
 def outcomes_by_rule(con, table: str) -> dict[str, tuple[bool, int, int]]:
-    suite = _suites(datetime.now(UTC))[table]
+    suite = suites(datetime.now(UTC))[table]
     return {o.rule.says: (o.success, o.unexpected, o.checked) for o in validate(con, suite)}
 
 
@@ -89,9 +90,9 @@ def test_a_failed_critical_expectation_is_an_error_and_warnings_alone_are_a_warn
     landing = build_landing(tmp_path / "landing", ["Ada", "Bob", "c@example.com"])
     with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
         load_landing(con, landing)
-        suites = _suites(datetime.now(UTC))
-        people = check_result("raw.crm_contacts", validate(con, suites["raw.crm_contacts"]))
-        events = check_result("raw.events", validate(con, suites["raw.events"]))
+        by_table = suites(datetime.now(UTC))
+        people = check_result("raw.crm_contacts", validate(con, by_table["raw.crm_contacts"]))
+        events = check_result("raw.events", validate(con, by_table["raw.events"]))
 
     assert (people.passed, people.severity) == (False, dg.AssetCheckSeverity.ERROR)
     assert "in at least half of the rows" in people.description
