@@ -2,7 +2,8 @@
 -- Profile fields follow the survivorship rules of vars.customer_field_sources
 -- (intermediate.int_customer_profile_values shows every candidate value and the survivor).
 -- Consent per channel is the latest signal (intermediate.int_customer_consent_signals), with
--- the time the state last changed. Behaviour comes from cdp.customer_events, pipeline from CRM
+-- the time the state last changed. Behaviour and orders come from cdp.customer_events (rolled
+-- up per customer in intermediate.int_customer_activity), pipeline from CRM
 -- deals and tickets, purchase_propensity from intermediate.int_purchase_propensity. Day counts
 -- are whole days (24 hours) before the reference time (macro segments_as_of).
 {%- set channels = consent_channels() %}
@@ -11,8 +12,8 @@ with identifiers as (
     select * from {{ ref('customer_identifiers') }}
 ),
 
-events as (
-    select * from {{ ref('customer_events') }} where customer_id is not null
+activity as (
+    select * from {{ ref('int_customer_activity') }}
 ),
 
 profile_values as (
@@ -100,69 +101,6 @@ consent as (
     group by o.customer_id, o.channel, l.is_opted_in
 ),
 
-activity as (
-    select
-        customer_id,
-        count(*) as event_count,
-        count(*) filter (where message_type in ('page', 'screen')) as page_view_count,
-        count(distinct session_id) as session_count,
-        max(event_at) filter (where event_name in ('Product Added', 'Checkout Started')) as last_cart_activity_at,
-    from events
-    group by customer_id
-),
-
--- A cart is abandoned when a session adds to cart or starts checkout and completes no order.
-session_carts as (
-    select
-        customer_id,
-        session_id,
-        max(event_at) filter (where event_name in ('Product Added', 'Checkout Started')) as last_cart_at,
-        count(*) filter (where event_name = 'Order Completed') as order_events,
-    from events
-    group by customer_id, session_id
-),
-
-abandoned_carts as (
-    select customer_id, max(last_cart_at) as last_cart_abandoned_at
-    from session_carts
-    where last_cart_at is not null and order_events = 0
-    group by customer_id
-),
-
--- One row per order id: an order sent twice (browser and server) counts once.
-orders as (
-    select
-        customer_id,
-        order_id,
-        max(order_revenue) as revenue,
-        min(event_at) as ordered_at,
-        arg_min(properties, event_at) as properties,
-    from events
-    where event_name = 'Order Completed' and order_id is not null
-    group by customer_id, order_id
-),
-
-order_stats as (
-    select
-        customer_id,
-        count(*) as order_count,
-        coalesce(sum(revenue), 0) as lifetime_revenue,
-        min(ordered_at) as first_order_at,
-        max(ordered_at) as last_order_at,
-    from orders
-    group by customer_id
-),
-
-products as (
-    select customer_id, list(distinct product_name order by product_name) as products_bought
-    from (
-        select customer_id, unnest(json_extract_string(properties, '$.products[*].name')) as product_name
-        from orders
-    )
-    where product_name is not null
-    group by customer_id
-),
-
 -- RFM scores 1-5 among customers who ordered: the share of buyers below (ties score alike).
 rfm as (
     select
@@ -170,7 +108,8 @@ rfm as (
         cast(least(5, 1 + floor(5 * percent_rank() over (order by last_order_at))) as integer) as rfm_recency_score,
         cast(least(5, 1 + floor(5 * percent_rank() over (order by order_count))) as integer) as rfm_frequency_score,
         cast(least(5, 1 + floor(5 * percent_rank() over (order by lifetime_revenue))) as integer) as rfm_monetary_score,
-    from order_stats
+    from activity
+    where order_count is not null
 ),
 
 contact_customers as (
@@ -229,15 +168,15 @@ final as (
         coalesce(a.event_count, 0) as event_count,
         coalesce(a.page_view_count, 0) as page_view_count,
         coalesce(a.session_count, 0) as session_count,
-        coalesce(o.order_count, 0) as order_count,
-        coalesce(o.lifetime_revenue, 0) as lifetime_revenue,
-        o.lifetime_revenue / o.order_count as average_order_value,
-        o.first_order_at,
-        o.last_order_at,
-        cast(floor((epoch({{ segments_as_of() }}) - epoch(o.last_order_at)) / 86400) as integer) as days_since_last_order,
-        coalesce(pr.products_bought, []) as products_bought,
+        coalesce(a.order_count, 0) as order_count,
+        coalesce(a.lifetime_revenue, 0) as lifetime_revenue,
+        a.lifetime_revenue / a.order_count as average_order_value,
+        a.first_order_at,
+        a.last_order_at,
+        cast(floor((epoch({{ segments_as_of() }}) - epoch(a.last_order_at)) / 86400) as integer) as days_since_last_order,
+        coalesce(a.products_bought, []) as products_bought,
         a.last_cart_activity_at,
-        ac.last_cart_abandoned_at,
+        a.last_cart_abandoned_at,
         r.rfm_recency_score,
         r.rfm_frequency_score,
         r.rfm_monetary_score,
@@ -254,9 +193,6 @@ final as (
         on i.customer_id = {{ channel }}_consent.customer_id and {{ channel }}_consent.channel = '{{ channel }}'
     {%- endfor %}
     left join activity as a on i.customer_id = a.customer_id
-    left join abandoned_carts as ac on i.customer_id = ac.customer_id
-    left join order_stats as o on i.customer_id = o.customer_id
-    left join products as pr on i.customer_id = pr.customer_id
     left join rfm as r on i.customer_id = r.customer_id
     left join propensity as pp on i.customer_id = pp.customer_id
     left join pipeline as pl on i.customer_id = pl.customer_id
