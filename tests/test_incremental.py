@@ -279,3 +279,24 @@ def test_a_warehouse_built_before_incremental_models_is_rebuilt_not_broken(
         ).fetchone()[0]
         == 0
     )
+
+
+def test_unique_combination_fails_on_a_repeated_row_only(two_runs: TwoRuns, tmp_path: Path):
+    """The generic test unique_combination (grouped by a hash of the columns first) passes on
+    the built warehouse and reports the one repeated row once a row is copied."""
+    warehouse = tmp_path / "copy.duckdb"
+    shutil.copyfile(two_runs.warehouse, warehouse)
+    test = "unique_combination_identity_occurrences_record_key__identifier_type__identifier_value"
+
+    def outcome() -> str:
+        result = dbt("test", "--select", test, warehouse=warehouse, target=tmp_path / "target")
+        return result.stdout
+
+    assert re.search(r"PASS=1 WARN=0 ERROR=0", outcome())
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(
+            "insert into identity.identity_occurrences "
+            "select * from identity.identity_occurrences where record_source = 'event' limit 1"
+        )
+    failed = outcome()
+    assert re.search(r"Got 1 result", failed) and re.search(r"ERROR=1", failed), failed[-3000:]
