@@ -16,7 +16,7 @@ identify_messages as (
 ),
 
 events as (
-    select message_id, customer_id from {{ ref('customer_events') }} where customer_id is not null
+    select message_id, customer_id from {{ ref('customer_events') }} where customer_id is not null and message_type = 'identify'
 ),
 
 source_ranks as (
