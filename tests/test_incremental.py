@@ -9,6 +9,7 @@ means: the incremental models key events, sessions and identifiers exactly as a 
 the same registry does.
 """
 
+import csv
 import json
 import os
 import re
@@ -20,7 +21,14 @@ from pathlib import Path
 import duckdb
 
 from tests.conftest import PROJECT_ROOT, run_cdp
-from tests.customer_pipeline import SECOND_RUN_EVENTS, TwoRuns, message
+from tests.customer_pipeline import (
+    CONTACT_HEADER,
+    CRAFTED_CONTACTS,
+    DOMAIN,
+    SECOND_RUN_EVENTS,
+    TwoRuns,
+    message,
+)
 
 DBT_PROJECT = PROJECT_ROOT / "dbt_project"
 SCHEMAS = ("staging", "identity", "intermediate", "cdp", "segments")
@@ -130,9 +138,12 @@ def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: 
        nobody has used as a userId yet, and a page view from a kiosk's anonymousId;
     2. a message that uses that previousId as a userId (the alias now names a user id), and
        twelve people signing in on the kiosk (its anonymousId becomes a super node);
-    3. the first file changes (its earlier rows are replaced): the event models rebuild.
+    3. the first file changes (its earlier rows are replaced): the event models rebuild;
+    4. a new CRM contacts export: a later version of a known contact with another email and
+       a phone, and a new contact with the email of step 2's signed-in person (the contacts
+       are collected again; in the runs before, they were left as they were).
 
-    After 2 and after 3 the tables equal a full rebuild of the same warehouse.
+    After 2, 3 and 4 the tables equal a full rebuild of the same warehouse.
     """
     from orchestration.loading import load_landing
 
@@ -181,7 +192,32 @@ def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: 
         if step >= 2:
             assert_same_as_rebuild(warehouse, tmp_path / f"step{step}")
 
+    bo = {**CRAFTED_CONTACTS[1], "Email": f"bo.moved@{DOMAIN}", "Phone Number": "(415) 555-0142"}
+    bo["Last Activity Date"] = "2026-11-20 12:00"
+    newcomer = {"Record ID": "990000003", "First Name": "Late", "Email": "late@crafted-mail.net"}
+    (landing / "crm").mkdir()
+    with (landing / "crm" / "contacts-later.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CONTACT_HEADER, restval="")
+        writer.writeheader()
+        writer.writerows([bo, newcomer])
+    con = duckdb.connect(str(warehouse))
+    load_landing(con, landing)
+    con.close()
+    result = dbt("build", warehouse=warehouse, target=tmp_path / "target")
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert_same_as_rebuild(warehouse, tmp_path / "step4")
+
     con = duckdb.connect(str(warehouse), read_only=True)
+    contact_identifiers = con.execute(
+        "select record_id, identifier_type, identifier_value from identity.identity_occurrences "
+        "where record_id in ('990000002', '990000003') and identifier_type in ('email', 'phone') "
+        "order by all"
+    ).fetchall()
+    assert contact_identifiers == [
+        ("990000002", "email", f"bo.moved@{DOMAIN}"),
+        ("990000002", "phone", "+14155550142"),
+        ("990000003", "email", "late@crafted-mail.net"),
+    ]
     # The alias's previousId is a user id now (a later message used it as one).
     typed = con.execute(
         "select identifier_type from identity.identity_occurrences "

@@ -12,6 +12,22 @@ where _loaded_at > {{ watermark }}
     )
 {%- endmacro %}
 
+{# In an incremental run of identity_occurrences or identity_pairs (the calling model): true
+   when a CRM contacts file was loaded (new, changed or replaced) after its newest contact
+   record, so the contacts are collected again; otherwise their rows stay as they are. #}
+{% macro identity_contacts_changed() -%}
+exists (
+    select 1
+    from raw.loaded_files  {#- written with raw.crm_contacts by the same Dagster asset #}
+    where file_kind = 'contacts'
+        and loaded_at > (
+            select coalesce(max(_loaded_at), '-infinity'::timestamptz)
+            from {{ this }}
+            where record_source = 'crm_contact'
+        )
+)
+{%- endmacro %}
+
 {# The regex entries of identity_blocklist (built earlier in the same run), each with its
    identifier type, pattern and reason as SQL string literals. None while parsing. #}
 {% macro blocklist_regex_entries() -%}
@@ -68,14 +84,16 @@ null
 {'identifier_type': '{{ identifier_type | replace("'", "''") }}', 'identifier_value': {{ normalized_as(rules, identifier_type, value) }}}
 {%- endmacro %}
 
-{# The CTEs up to `records`: one row per record (every CRM contact, and the messages read)
+{# The CTEs up to `records`: one row per record (the CRM contacts and the messages read)
    with its identifiers as one list, normalized by the rule of their type (written in as
    constants, macro normalized_as), without NULLs and without repeats (an alias whose
    previousId is its anonymousId names it once). identity_occurrences unnests the lists and
    identity_pairs pairs their elements, so neither groups or joins all occurrences.
-   A full build reads every message; an incremental run of the calling model only the
-   messages staged after its newest event record, plus the aliases whose previousId such a
-   message uses as a userId (that previousId becomes a user id). #}
+   A full build reads every contact and message; an incremental run of the calling model
+   reads the contacts only when a contacts file was loaded since (macro
+   identity_contacts_changed), and only the messages staged after its newest event record,
+   plus the aliases whose previousId such a message uses as a userId (that previousId
+   becomes a user id). #}
 {% macro identity_record_lists() -%}
 {%- set watermark = "(select coalesce(max(_loaded_at), '-infinity'::timestamptz) from " ~ this ~ " where record_source = 'event')" if is_incremental() else none -%}
 {%- set rules = identifier_type_rules() -%}
@@ -87,6 +105,9 @@ null
 {%- endfor -%}
 contacts as (
     select * from {{ ref('stg_crm__contacts') }}
+    {%- if is_incremental() %}
+    where {{ identity_contacts_changed() }}
+    {%- endif %}
 ),
 
 -- Only the columns read here, never materialized: the messages of a full build do not fit

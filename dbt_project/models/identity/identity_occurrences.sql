@@ -3,8 +3,9 @@
 -- type missing from the rules is not collected; a value that does not normalize is dropped.
 -- The records that name two or more identifiers make the edges.
 --
--- Incremental: CRM contacts are collected again on every run (the pre-hook removes their
--- rows); of the events, only the messages staged since the newest event here, plus the
+-- Incremental: CRM contacts are collected again when a contacts file was loaded since the
+-- newest contact here (the pre-hook removes their rows first; macro
+-- identity_contacts_changed); of the events, only the messages staged since the newest event here, plus the
 -- aliases whose previousId a new message now uses as a userId (it becomes a user id). The
 -- table is rebuilt when raw event rows were removed (macro rebuild_if_raw_events_removed) or
 -- when the rules that collect identifiers changed (column rules_version).
@@ -16,7 +17,7 @@
     pre_hook=[
         "{{ rebuild_if_columns_missing({'_loaded_at': 'timestamptz', 'rules_version': 'varchar'}) }}",
         "{{ rebuild_if_raw_events_removed(\"(select max(_loaded_at) from \" ~ this ~ \" where record_source = 'event')\") }}",
-        "{% if is_incremental() %}delete from {{ this }} where record_source = 'crm_contact' or rules_version <> (select rules_version from {{ ref('identity_identifier_types') }} limit 1){% endif %}",
+        "{% if is_incremental() %}delete from {{ this }} where (record_source = 'crm_contact' and {{ identity_contacts_changed() }}) or rules_version <> (select rules_version from {{ ref('identity_identifier_types') }} limit 1){% endif %}",
         "{% if is_incremental() %}delete from {{ this }} where record_source = 'event' and record_id in (select message_id from {{ ref('stg_events__messages') }} where _loaded_at > (select max(_loaded_at) from {{ this }} where record_source = 'event')){% endif %}",
     ],
 ) }}

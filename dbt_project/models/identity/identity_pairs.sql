@@ -3,8 +3,8 @@
 -- and identity_edges links nodes with it. Made from each record's list of identifiers (macro
 -- identity_record_lists, as identity_occurrences is), so no join of all occurrences.
 --
--- Incremental like identity_occurrences: CRM contacts are paired again on every run; of the
--- events, the records macro identity_pairs_changed_events names (their old pairs are deleted
+-- Incremental like identity_occurrences: CRM contacts are paired again when a contacts file
+-- was loaded since the newest contact here; of the events, the records macro identity_pairs_changed_events names (their old pairs are deleted
 -- first, so a record that now pairs nothing keeps none). Rebuilt when raw event rows were
 -- removed or the collecting rules changed (rules_version).
 {{ config(
@@ -14,7 +14,7 @@
     on_schema_change='fail',
     pre_hook=[
         "{{ rebuild_if_raw_events_removed(\"(select max(_loaded_at) from \" ~ this ~ \" where record_source = 'event')\") }}",
-        "{% if is_incremental() %}delete from {{ this }} where record_source = 'crm_contact' or rules_version <> (select rules_version from {{ ref('identity_identifier_types') }} limit 1){% endif %}",
+        "{% if is_incremental() %}delete from {{ this }} where (record_source = 'crm_contact' and {{ identity_contacts_changed() }}) or rules_version <> (select rules_version from {{ ref('identity_identifier_types') }} limit 1){% endif %}",
         "{% if is_incremental() %}delete from {{ this }} where record_source = 'event' and record_key in ({{ identity_pairs_changed_events(\"(select max(_loaded_at) from \" ~ this ~ \" where record_source = 'event')\") }}){% endif %}",
     ],
 ) }}
