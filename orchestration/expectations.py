@@ -47,7 +47,7 @@ def suites(now: datetime) -> dict[str, Suite]:
     record_id = Rule(
         "record_id is present", "critical", "ExpectColumnValuesToNotBeNull", {"column": "record_id"}
     )
-    suites = {
+    by_table = {
         "raw.events": Suite(
             "raw.events",
             "SELECT message_id, type, event_at, "
@@ -119,8 +119,8 @@ def suites(now: datetime) -> dict[str, Suite]:
     }
     for kind in ("companies", "deals", "tickets"):
         table = RAW_TABLES[kind]
-        suites[table] = Suite(table, f"SELECT record_id FROM {table}", (record_id,))
-    return suites
+        by_table[table] = Suite(table, f"SELECT record_id FROM {table}", (record_id,))
+    return by_table
 
 
 @dataclass(frozen=True)

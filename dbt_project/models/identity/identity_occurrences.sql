@@ -5,10 +5,11 @@
 --
 -- Incremental: CRM contacts are collected again when a contacts file was loaded since the
 -- newest contact here (the pre-hook removes their rows first; macro
--- identity_contacts_changed); of the events, only the messages staged since the newest event here, plus the
--- aliases whose previousId a new message now uses as a userId (it becomes a user id). The
--- table is rebuilt when raw event rows were removed (macro rebuild_if_raw_events_removed) or
--- when the rules that collect identifiers changed (column rules_version).
+-- identity_contacts_changed); of the events, only the messages staged since the newest
+-- event here, plus the aliases whose previousId a new message now uses as a userId (it
+-- becomes a user id). The table is rebuilt when raw event rows were removed (macro
+-- rebuild_if_raw_events_removed) or when the rules that collect identifiers changed (column
+-- rules_version).
 {{ config(
     materialized='incremental',
     incremental_strategy='delete+insert',

@@ -4,8 +4,9 @@
 -- identity_record_lists, as identity_occurrences is), so no join of all occurrences.
 --
 -- Incremental like identity_occurrences: CRM contacts are paired again when a contacts file
--- was loaded since the newest contact here; of the events, the records macro identity_pairs_changed_events names (their old pairs are deleted
--- first, so a record that now pairs nothing keeps none). Rebuilt when raw event rows were
+-- was loaded since the newest contact here; of the events, the records macro
+-- identity_pairs_changed_events names (their old pairs are deleted first, so a record that
+-- now pairs nothing keeps none). Rebuilt when raw event rows were
 -- removed or the collecting rules changed (rules_version).
 {{ config(
     materialized='incremental',
