@@ -103,13 +103,13 @@ select * from (values {{ rows | join(', ') }}) as ranks(field, source, source_ra
 {%- endmacro %}
 
 
-{# The customers whose events may have changed since int_customer_activity was built (the
+{# The customers whose events may have changed since int_shopping_activity was built (the
    calling model): the customers of events loaded since its newest last_loaded_at, and the
    customers an identifier belongs to now or belonged to before, of registry changes since
    its newest last_assigned_at. An event moves to another customer only when the identifier
    that keys it changes customer, so these include the old and new customer of every event
    cdp.customer_events re-keyed, and every customer it re-sessioned. #}
-{% macro customer_activity_changed_customers() -%}
+{% macro shopping_activity_changed_customers() -%}
 select customer_id
 from {{ ref('customer_events') }}
 where customer_id is not null

@@ -3,7 +3,7 @@
 -- (intermediate.int_customer_profile_values shows every candidate value and the survivor).
 -- Consent per channel is the latest signal (intermediate.int_customer_consent_signals), with
 -- the time the state last changed. Behaviour and orders come from cdp.customer_events (rolled
--- up per customer in intermediate.int_customer_activity), pipeline from CRM
+-- up per customer in intermediate.int_shopping_activity), pipeline from CRM
 -- deals and tickets, purchase_propensity from intermediate.int_purchase_propensity. Day counts
 -- are whole days (24 hours) before the reference time (macro segments_as_of).
 {%- set channels = consent_channels() %}
@@ -13,7 +13,7 @@ with identifiers as (
 ),
 
 activity as (
-    select * from {{ ref('int_customer_activity') }}
+    select * from {{ ref('int_shopping_activity') }}
 ),
 
 profile_values as (

@@ -3,8 +3,12 @@
 -- products bought. last_loaded_at and last_assigned_at (the newest _loaded_at and
 -- customer_assigned_at of the customer's events) are the incremental watermarks.
 --
+-- The name sorts after int_purchase_propensity on purpose: dbt starts the models that are
+-- ready at the same depth in name order, and the propensity model, the longest step before
+-- cdp.customers, should not wait for this one (which then runs beside it).
+--
 -- Incremental: a pre-hook deletes the rows of the customers whose events may have changed
--- (macro customer_activity_changed_customers), then every customer with events and no row
+-- (macro shopping_activity_changed_customers), then every customer with events and no row
 -- here is computed (again), so a customer left without events keeps none. The result equals
 -- a full rebuild. Rebuilt when raw event rows were removed (cdp.customer_events is rebuilt
 -- then).
@@ -14,7 +18,7 @@
     on_schema_change='fail',
     pre_hook=[
         "{{ rebuild_if_raw_events_removed('(select max(last_loaded_at) from ' ~ this ~ ')') }}",
-        "{% if is_incremental() %}delete from {{ this }} where customer_id in ({{ customer_activity_changed_customers() }}){% endif %}",
+        "{% if is_incremental() %}delete from {{ this }} where customer_id in ({{ shopping_activity_changed_customers() }}){% endif %}",
     ],
 ) }}
 
