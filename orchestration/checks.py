@@ -88,9 +88,9 @@ def raw_data_quality(context: dg.AssetCheckExecutionContext, paths: CdpPaths):
     for result in results:
         for outcome in result.outcomes:
             if not outcome.success:
-                level = "critical" if outcome.rule.severity == "critical" else "warning"
-                log = context.log.error if level == "critical" else context.log.warning
-                log(f"{result.table}: {level}: {outcome.describe()}")
+                severity = outcome.rule.severity  # critical | warning
+                log = context.log.error if severity == "critical" else context.log.warning
+                log(f"{result.table}: {severity}: {outcome.describe()}")
         yield check_result(result.table, result.outcomes, result.rows)
 
 

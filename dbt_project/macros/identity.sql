@@ -15,6 +15,23 @@ where _loaded_at > {{ watermark }}
 {# In an incremental run of identity_occurrences or identity_pairs (the calling model): true
    when a CRM contacts file was loaded (new, changed or replaced) after its newest contact
    record, so the contacts are collected again; otherwise their rows stay as they are. #}
+{# The newest event record of the calling model (identity_occurrences or identity_pairs),
+   NULL when it has none: an incremental run re-reads the messages staged after it. #}
+{% macro identity_event_watermark() -%}
+(select max(_loaded_at) from {{ this }} where record_source = 'event')
+{%- endmacro %}
+
+{# First pre-hooks of identity_occurrences and identity_pairs (the calling model), after the
+   rebuild checks: delete the contact rows when the contacts are collected again, and every
+   row of older collecting rules (rules_version). #}
+{% macro identity_delete_stale_rows() -%}
+{%- if is_incremental() -%}
+delete from {{ this }}
+where (record_source = 'crm_contact' and {{ identity_contacts_changed() }})
+    or rules_version <> (select rules_version from {{ ref('identity_identifier_types') }} limit 1)
+{%- endif -%}
+{%- endmacro %}
+
 {% macro identity_contacts_changed() -%}
 exists (
     select 1
@@ -95,7 +112,7 @@ null
    plus the aliases whose previousId such a message uses as a userId (that previousId
    becomes a user id). #}
 {% macro identity_record_lists() -%}
-{%- set watermark = "(select coalesce(max(_loaded_at), '-infinity'::timestamptz) from " ~ this ~ " where record_source = 'event')" if is_incremental() else none -%}
+{%- set watermark = "coalesce(" ~ identity_event_watermark() ~ ", '-infinity'::timestamptz)" if is_incremental() else none -%}
 {%- set rules = identifier_type_rules() -%}
 {%- set event_fields = [] -%}
 {%- for identifier_type, rule in rules.items() -%}

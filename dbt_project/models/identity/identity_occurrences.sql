@@ -17,9 +17,9 @@
     on_schema_change='fail',
     pre_hook=[
         "{{ rebuild_if_columns_missing({'_loaded_at': 'timestamptz', 'rules_version': 'varchar'}) }}",
-        "{{ rebuild_if_raw_events_removed(\"(select max(_loaded_at) from \" ~ this ~ \" where record_source = 'event')\") }}",
-        "{% if is_incremental() %}delete from {{ this }} where (record_source = 'crm_contact' and {{ identity_contacts_changed() }}) or rules_version <> (select rules_version from {{ ref('identity_identifier_types') }} limit 1){% endif %}",
-        "{% if is_incremental() %}delete from {{ this }} where record_source = 'event' and record_id in (select message_id from {{ ref('stg_events__messages') }} where _loaded_at > (select max(_loaded_at) from {{ this }} where record_source = 'event')){% endif %}",
+        "{{ rebuild_if_raw_events_removed(identity_event_watermark()) }}",
+        "{{ identity_delete_stale_rows() }}",
+        "{% if is_incremental() %}delete from {{ this }} where record_source = 'event' and record_id in (select message_id from {{ ref('stg_events__messages') }} where _loaded_at > {{ identity_event_watermark() }}){% endif %}",
     ],
 ) }}
 

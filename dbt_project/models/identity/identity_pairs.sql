@@ -14,9 +14,9 @@
     unique_key='record_key',
     on_schema_change='fail',
     pre_hook=[
-        "{{ rebuild_if_raw_events_removed(\"(select max(_loaded_at) from \" ~ this ~ \" where record_source = 'event')\") }}",
-        "{% if is_incremental() %}delete from {{ this }} where (record_source = 'crm_contact' and {{ identity_contacts_changed() }}) or rules_version <> (select rules_version from {{ ref('identity_identifier_types') }} limit 1){% endif %}",
-        "{% if is_incremental() %}delete from {{ this }} where record_source = 'event' and record_key in ({{ identity_pairs_changed_events(\"(select max(_loaded_at) from \" ~ this ~ \" where record_source = 'event')\") }}){% endif %}",
+        "{{ rebuild_if_raw_events_removed(identity_event_watermark()) }}",
+        "{{ identity_delete_stale_rows() }}",
+        "{% if is_incremental() %}delete from {{ this }} where record_source = 'event' and record_key in ({{ identity_pairs_changed_events(identity_event_watermark()) }}){% endif %}",
     ],
 ) }}
 
