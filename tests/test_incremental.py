@@ -136,8 +136,10 @@ def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: 
     1. a file whose name sorts before every other holds a copy of a known messageId with
        another anonymousId (the copy becomes the kept one), an alias from a previousId
        nobody has used as a userId yet, and a page view from a kiosk's anonymousId;
-    2. a message that uses that previousId as a userId (the alias now names a user id), and
-       twelve people signing in on the kiosk (its anonymousId becomes a super node);
+    2. a message that uses that previousId as a userId (the alias now names a user id),
+       twelve people signing in on the kiosk (its anonymousId becomes a super node), and a
+       copy of another known messageId in a file that sorts after its first copy's (the
+       first copy stays);
     3. the first file changes (its earlier rows are replaced): the event models rebuild;
     4. a new CRM contacts export: a later version of a known contact with another email and
        a phone, and a new contact with the email of step 2's signed-in person (the contacts
@@ -150,10 +152,10 @@ def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: 
     warehouse = tmp_path / "cdp.duckdb"
     shutil.copyfile(two_runs.warehouse, warehouse)
     con = duckdb.connect(str(warehouse))
-    known = con.execute(
+    known, late_copied = con.execute(
         "select message_id, user_id, event_at from staging.stg_events__messages "
-        "where user_id is not null and message_type = 'track' order by message_id limit 1"
-    ).fetchone()
+        "where user_id is not null and message_type = 'track' order by message_id limit 2"
+    ).fetchall()
     con.close()
     landing = tmp_path / "landing"
     at = known[2].isoformat()
@@ -177,6 +179,8 @@ def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: 
             message("identify", "2026-11-19T10:00:00Z", "t-late-login", userId="late-account",
                     anonymousId="anon-late-device", traits={"email": "late@crafted-mail.net"}),
             *kiosk,
+            message("track", late_copied[2].isoformat(), late_copied[0], userId=late_copied[1],
+                    anonymousId="anon-late-copy", event="Product Viewed", properties={}),
         ]),
         ("0-early.jsonl", first_file[1:]),  # changed: the copied message is gone
     ]  # fmt: skip
@@ -208,6 +212,12 @@ def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: 
     assert_same_as_rebuild(warehouse, tmp_path / "step4")
 
     con = duckdb.connect(str(warehouse), read_only=True)
+    late_copy = con.execute(
+        "select anonymous_id, _source_file from staging.stg_events__messages where message_id = ?",
+        [late_copied[0]],
+    ).fetchall()
+    assert len(late_copy) == 1 and late_copy[0][0] != "anon-late-copy", late_copy
+    assert not late_copy[0][1].endswith("late-2.jsonl"), late_copy
     contact_identifiers = con.execute(
         "select record_id, identifier_type, identifier_value from identity.identity_occurrences "
         "where record_id in ('990000002', '990000003') and identifier_type in ('email', 'phone') "

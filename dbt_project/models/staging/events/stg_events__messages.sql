@@ -1,9 +1,11 @@
 -- One row per message: a messageId seen more than once (SDK retries, overlapping exports)
 -- keeps its first occurrence (by source file name, then line).
 --
--- Incremental: a run reads only the raw rows loaded since the newest _loaded_at here, plus
--- the rows already here with the same message ids, and keeps the first of each id again
--- (delete+insert by message_id), so the table equals a full rebuild. When raw rows were
+-- Incremental: a run reads only the raw rows loaded since the newest _loaded_at here and
+-- keeps the first of each message id among them. A new row whose id is already here is kept
+-- only when it comes before the row here (delete+insert by message_id then replaces that
+-- row), so the table equals a full rebuild; only the ids and positions of the rows here are
+-- read, not their JSON columns. When raw rows were
 -- removed since (a changed file replaced its earlier rows), the pre-hook empties the table
 -- and this run rebuilds it from all of raw.events (macro rebuild_if_raw_events_removed).
 {{ config(
@@ -63,18 +65,17 @@ final as (
 )
 
 {% if is_incremental() %}
--- A message id already here keeps whichever copy comes first, the old one or the new one.
-, candidates as (
-    select * from final
-    union all
-    select old.*
-    from {{ this }} as old
-    semi join final on old.message_id = final.message_id
-)
-
 select *
-from candidates
-qualify row_number() over (partition by message_id order by _source_file, _source_line) = 1
+from final
+where not exists (
+    select 1
+    from {{ this }} as old
+    where old.message_id = final.message_id
+        and (
+            old._source_file < final._source_file
+            or (old._source_file = final._source_file and old._source_line < final._source_line)
+        )
+)
 {% else %}
 select * from final
 {% endif %}
