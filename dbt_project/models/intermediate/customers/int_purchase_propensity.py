@@ -52,12 +52,13 @@ FEATURES = [
 ]
 
 # Features of every customer with an event at or before each cutoff, from events up to it.
-# The events are first rolled up per customer and day before the newest cutoff (day d holds
-# the events in (newest - (d+1) days, newest - d days]); every cutoff is a whole number of
-# days n before the newest, so "at or before the cutoff" is day >= n and "within w days of it"
-# is day < n + w, and the per-cutoff aggregates (FILTER per cutoff, side by side) read the
-# rollup instead of every event. Distinct calendar days and distinct orders come from
-# per-day and per-order rollups. {k}: the cutoff's index; {n}: its days before the newest.
+# The events are first rolled up, in one pass, per customer, day before the newest cutoff
+# (day d holds the events in (newest - (d+1) days, newest - d days]) and calendar day; every
+# cutoff is a whole number of days n before the newest, so "at or before the cutoff" is
+# day >= n and "within w days of it" is day < n + w, and the per-cutoff aggregates (FILTER per
+# cutoff, side by side) read the rollup instead of every event. Distinct calendar days come
+# from the same rollup, distinct orders from a per-order one. {k}: the cutoff's index; {n}:
+# its days before the newest.
 PER_CUTOFF_AGGREGATES = """
     max(last_at) filter (where day >= {n}) as last_event_at_{k},
     min(first_at) filter (where day >= {n}) as first_event_at_{k},
@@ -130,15 +131,11 @@ def features_sql(cutoffs) -> str:
 
     newest_literal = f"timestamptz '{newest.isoformat()}'"
     return f"""
-with narrow as (
-    select customer_id, event_at, event_name, message_type, order_id
-    from events
-    where customer_id is not null
-),
-by_day as (
+with pieces as (
     select
         customer_id,
         (epoch_us({newest_literal}) - epoch_us(event_at)) // 86400000000 as day,
+        date_trunc('day', event_at) as date,
         count(*) as events,
         count(*) filter (where event_name = 'Product Viewed') as product_views,
         count(*) filter (where message_type in ('page', 'screen')) as page_views,
@@ -148,19 +145,19 @@ by_day as (
         min(event_at) as first_at,
         max(event_at) as last_at,
         max(event_at) filter (where event_name = 'Order Completed') as last_order_at,
-    from narrow
-    where event_at <= {newest_literal}
-    group by customer_id, day
+    from events
+    where customer_id is not null and event_at <= {newest_literal}
+    group by customer_id, day, date
 ),
 aggregates as materialized (
     select customer_id, {each(PER_CUTOFF_AGGREGATES)}
-    from by_day
+    from pieces
     group by customer_id
 ),
 days as (
-    select customer_id, min(event_at) as first_at, max(event_at) as last_at
-    from narrow
-    group by customer_id, date_trunc('day', event_at)
+    select customer_id, min(first_at) as first_at, max(last_at) as last_at
+    from pieces
+    group by customer_id, date
 ),
 active_days as materialized (
     select customer_id, {each(PER_CUTOFF_ACTIVE_DAYS)}
@@ -169,8 +166,9 @@ active_days as materialized (
 ),
 orders as (
     select customer_id, min(event_at) as first_at
-    from narrow
-    where event_name = 'Order Completed' and order_id is not null
+    from events
+    where customer_id is not null and event_at <= {newest_literal}
+        and event_name = 'Order Completed' and order_id is not null
     group by customer_id, order_id
 ),
 order_counts as materialized (
@@ -260,17 +258,23 @@ def _reference_time(events, as_of):
 
 
 def _examples(events, cutoffs, horizon_days: int) -> pd.DataFrame:
-    """Features and label (ordered within the horizon after the cutoff) per cutoff and customer."""
+    """Features and label (ordered within the horizon after the cutoff) per cutoff and customer,
+    in order of cutoff and customer."""
     cutoff_list = ", ".join(f"(timestamptz '{c.isoformat()}')" for c in cutoffs)
-    with_cutoffs = f"with cutoffs as (select * from (values {cutoff_list}) as t(cutoff_at)) "
-    features = events.query("events", features_sql(cutoffs)).df()
-    labels = events.query("events", with_cutoffs + LABELS_SQL.format(horizon=horizon_days)).df()
-    labels["label"] = 1
-    examples = features.merge(labels, how="left", on=["cutoff_at", "customer_id"])
-    examples["label"] = examples["label"].fillna(0).astype(int)
+    examples = events.query(
+        "events",
+        f"""
+        with cutoffs as (select * from (values {cutoff_list}) as t(cutoff_at))
+        select f.*, (l.customer_id is not null)::bigint as label
+        from ({features_sql(cutoffs)}) as f
+        left join ({LABELS_SQL.format(horizon=horizon_days)}) as l
+            on f.cutoff_at = l.cutoff_at and f.customer_id = l.customer_id
+        order by f.cutoff_at, f.customer_id
+        """,
+    ).df()
     examples["cutoff_at"] = pd.to_datetime(examples["cutoff_at"], utc=True)
     examples[FEATURES] = examples[FEATURES].astype(float)
-    return examples.sort_values(["cutoff_at", "customer_id"], ignore_index=True)
+    return examples
 
 
 def _enough(examples: pd.DataFrame) -> bool:
