@@ -6,8 +6,8 @@ with occurrences as (
     select * from {{ ref('identity_occurrences') }}
 ),
 
-pairs as (
-    select * from {{ ref('identity_pairs') }}
+distinct_pairs as (
+    select a_type, a_value, b_type, b_value from {{ ref('identity_distinct_pairs') }}
 ),
 
 identifier_types as (
@@ -58,11 +58,6 @@ blocked as (
     qualify row_number() over (
         partition by identifier_type, identifier_value order by match_type, pattern
     ) = 1
-),
-
-distinct_pairs as (
-    select distinct a_type, a_value, b_type, b_value
-    from pairs
 ),
 
 -- Each identifier with every distinct identifier it shares a record with (both ends of
