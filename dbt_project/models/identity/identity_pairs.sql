@@ -7,14 +7,16 @@
 -- Incremental like identity_occurrences: CRM contacts are paired again when a contacts file
 -- was loaded since the newest contact here; of the events, the records macro
 -- identity_pairs_changed_events names (their old pairs are deleted first, so a record that
--- now pairs nothing keeps none). Rebuilt when raw event rows were
--- removed or the collecting rules changed (rules_version).
+-- now pairs nothing keeps none). Rebuilt when raw event rows were removed or the collecting
+-- rules changed (rules_version). _built_at (the start of the dbt invocation that wrote the
+-- row) tells identity_distinct_pairs which rows are new.
 {{ config(
     materialized='incremental',
     incremental_strategy='delete+insert',
     unique_key='record_key',
     on_schema_change='fail',
     pre_hook=[
+        "{{ rebuild_if_columns_missing({'_built_at': 'timestamptz'}) }}",
         "{{ rebuild_if_raw_events_removed(identity_event_watermark()) }}",
         "{{ identity_delete_stale_rows() }}",
         "{% if is_incremental() %}delete from {{ this }} where record_source = 'event' and record_key in ({{ identity_pairs_changed_events(identity_event_watermark()) }}){% endif %}",
@@ -62,6 +64,7 @@ final as (
         pair.b.identifier_value as b_value,
         _loaded_at,
         (select any_value(rules_version) from identifier_types) as rules_version,
+        {{ build_started_at() }} as _built_at,
     from pairs
 )
 
