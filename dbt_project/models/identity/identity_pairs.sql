@@ -1,8 +1,8 @@
 -- Every pair of identifiers named by the same record, once per record: (a_type, a_value) sorts
 -- before (b_type, b_value). identity_distinct_pairs groups it per pair, for the neighbour
 -- counts of identity_identifiers and the links of identity_edges. Made from each record's
--- list of identifiers (macro
--- identity_record_lists, as identity_occurrences is), so no join of all occurrences.
+-- list of identifiers (macro identity_record_lists, as identity_occurrences is), so no join
+-- of all occurrences.
 --
 -- Incremental like identity_occurrences: CRM contacts are paired again when a contacts file
 -- was loaded since the newest contact here; of the events, the records macro

@@ -5,9 +5,9 @@
 -- keeps the first of each message id among them. A new row whose id is already here is kept
 -- only when it comes before the row here (delete+insert by message_id then replaces that
 -- row), so the table equals a full rebuild; only the ids and positions of the rows here are
--- read, not their JSON columns. When raw rows were
--- removed since (a changed file replaced its earlier rows), the pre-hook empties the table
--- and this run rebuilds it from all of raw.events (macro rebuild_if_raw_events_removed).
+-- read, not their JSON columns. When raw rows were removed since (a changed file replaced
+-- its earlier rows), the pre-hook empties the table and this run rebuilds it from all of
+-- raw.events (macro rebuild_if_raw_events_removed).
 {{ config(
     materialized='incremental',
     incremental_strategy='delete+insert',
