@@ -19,7 +19,7 @@
     ],
 ) }}
 
-with new_rows as (
+with new_rows as not materialized (
     select *
     from {{ source('events', 'events') }}
     {% if is_incremental() %}
@@ -27,12 +27,28 @@ with new_rows as (
     {% endif %}
 ),
 
-deduplicated as (
-    select *
+-- The later copies (by source file name, then line) of the message ids read more than once.
+-- Few ids repeat, so only their rows are ranked: a window over every row sorted the JSON
+-- columns of all messages (a full build at a million customers: 85-91 s and ~10 GB, against
+-- 52 s and ~5.4 GB). new_rows is read three times and never materialized, for the same reason.
+later_copies as (
+    select message_id, _source_file, _source_line
     from new_rows
+    where message_id in (
+        select message_id from new_rows group by message_id having count(*) > 1
+    )
     qualify row_number() over (
         partition by message_id order by _source_file, _source_line
-    ) = 1
+    ) > 1
+),
+
+deduplicated as (
+    select *
+    from new_rows as n
+    anti join later_copies as l
+        on n.message_id = l.message_id
+        and n._source_file = l._source_file
+        and n._source_line = l._source_line
 ),
 
 final as (
