@@ -50,16 +50,21 @@ def suites(now: datetime) -> dict[str, Suite]:
     by_table = {
         "raw.events": Suite(
             "raw.events",
-            "SELECT message_id, type, event_at, "
+            # Whether each message id is present and unique is computed here, over the rows
+            # validated: at 1M customers pandas took 16.7 s to find the repeats among 19M ids
+            # (ExpectColumnValuesToBeUnique), and fetching the ids another 6.7 s.
+            "SELECT message_id IS NOT NULL AS has_message_id, "
+            "count(*) OVER (PARTITION BY message_id) = 1 AS message_id_is_unique, "
+            "type, event_at, "
             "user_id IS NOT NULL OR anonymous_id IS NOT NULL AS has_user_or_anonymous_id, "
             "traits->>'email' AS trait_email FROM raw.events",
             (
                 Rule(
                     "message_id is present",
                     "critical",
-                    "ExpectColumnValuesToNotBeNull",
-                    {"column": "message_id"},
-                ),  # fmt: skip
+                    "ExpectColumnValuesToBeInSet",
+                    {"column": "has_message_id", "value_set": [True]},
+                ),
                 Rule(
                     "type is an accepted message type",
                     "critical",
@@ -85,8 +90,8 @@ def suites(now: datetime) -> dict[str, Suite]:
                 Rule(
                     "message_id is unique (duplicates are removed in staging)",
                     "warning",
-                    "ExpectColumnValuesToBeUnique",
-                    {"column": "message_id"},
+                    "ExpectColumnValuesToBeInSet",
+                    {"column": "message_id_is_unique", "value_set": [True]},
                 ),
                 Rule(
                     "traits.email looks like an email address",
