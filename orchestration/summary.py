@@ -30,7 +30,12 @@ def print_run_summary(warehouse: Path, *, since: datetime, seconds: float, run_i
             "select coalesce(sum(rows_loaded), 0), coalesce(sum(rows_rejected), 0) "
             "from raw.loaded_files"
         )
-        duplicates = one("select count(*) - count(distinct message_id) from raw.events")[0]
+        # Staging holds one row per distinct message id of raw.events: counting its rows is
+        # exact, and costs nothing, where a count(distinct) of the ids took 3-5 s at 19M rows.
+        duplicates = one(
+            "select (select count(*) from raw.events) "
+            "- (select count(*) from staging.stg_events__messages)"
+        )[0]
         customers = one("select count(*) from cdp.customers")[0]
         identifiers = one("select count(*) from cdp.customer_identifiers")[0]
         held_out = con.execute(

@@ -75,7 +75,9 @@ def differing_rows(con: duckdb.DuckDBPyConnection, table: str) -> tuple[int, int
         [schema, name, BUILD_TIME],
     ).fetchone()[0]
     columns = f"* exclude ({BUILD_TIME})" if has_build_time else "*"
-    only = f"select count(*) from (select {columns} from {{}} except all select {columns} from {{}})"
+    only = (
+        f"select count(*) from (select {columns} from {{}} except all select {columns} from {{}})"
+    )
     inc, full = f"incremental.{table}", f"rebuilt.{table}"
     return (
         con.execute(only.format(inc, full)).fetchone()[0],
@@ -343,6 +345,35 @@ def test_a_warehouse_built_before_incremental_models_is_rebuilt_not_broken(
         ).fetchone()[0]
         == 0
     )
+
+
+def test_a_staging_table_with_a_column_no_longer_staged_is_rebuilt(
+    two_runs: TwoRuns, tmp_path: Path
+):
+    """Staging once copied each message's context; a table built then is rebuilt without it
+    (an incremental model fails on a schema change), with every message, not emptied."""
+    warehouse = tmp_path / "cdp.duckdb"
+    shutil.copyfile(two_runs.warehouse, warehouse)
+    con = duckdb.connect(str(warehouse))
+    staged = con.execute("select count(*) from staging.stg_events__messages").fetchone()[0]
+    con.execute("alter table staging.stg_events__messages add column context json")
+    con.close()
+    result = dbt("build", warehouse=warehouse, target=tmp_path / "target")
+    assert result.returncode == 0, result.stdout[-4000:]
+    con = duckdb.connect(str(warehouse), read_only=True)
+    columns = [
+        row[0]
+        for row in con.execute(
+            "select column_name from duckdb_columns() where schema_name = 'staging' "
+            "and table_name = 'stg_events__messages'"
+        ).fetchall()
+    ]
+    assert "context" not in columns and "message_id" in columns
+    distinct_ids = con.execute("select count(distinct message_id) from raw.events").fetchone()[0]
+    assert con.execute("select count(*) from staging.stg_events__messages").fetchone()[0] == (
+        staged
+    )
+    assert staged == distinct_ids > 1000
 
 
 def test_unique_combination_fails_on_a_repeated_row_only(two_runs: TwoRuns, tmp_path: Path):

@@ -137,6 +137,8 @@ def test_duplicate_messages_are_kept_in_raw_and_removed_from_customer_events(fir
     assert (
         query(first_run.published, "select count(*) from cdp.customer_events")[0][0] == distinct_ids
     )
+    duplicates = f"{raw_rows - distinct_ids:,} duplicate message ids kept in raw.events"
+    assert duplicates in first_run.output
 
 
 def test_segments_hold_the_customers_their_rules_describe(first_run):

@@ -120,6 +120,7 @@ null
 {%- do event_fields.append((identifier_type, field.split('.', 1)[0], '$.' ~ field.split('.', 1)[1])) -%}
 {%- endfor -%}
 {%- endfor -%}
+{%- set json_roots = event_fields | map(attribute=1) | unique | sort | list -%}
 contacts as (
     select * from {{ ref('stg_crm__contacts') }}
     {%- if is_incremental() %}
@@ -128,13 +129,18 @@ contacts as (
 ),
 
 -- Only the columns read here, never materialized: the messages of a full build do not fit
--- in memory with their JSON columns at a million customers.
+-- in memory with their JSON columns at a million customers. A message's context is not
+-- staged: rules that read context. fields get it from its raw row (same file and line).
 all_messages as not materialized (
     select
-        message_id, _source_file, _source_line, event_at, _loaded_at, user_id, anonymous_id,
-        previous_id, traits ->> 'email' as email, traits ->> 'phone' as phone,
-        {%- if event_fields %} traits, context, properties,{% endif %}
-    from {{ ref('stg_events__messages') }}
+        s.message_id, s._source_file, s._source_line, s.event_at, s._loaded_at, s.user_id,
+        s.anonymous_id, s.previous_id, s.traits ->> 'email' as email, s.traits ->> 'phone' as phone,
+        {%- for root in json_roots %} {{ 'r' if root == 'context' else 's' }}.{{ root }},{% endfor %}
+    from {{ ref('stg_events__messages') }} as s
+    {%- if 'context' in json_roots %}
+    inner join {{ source('events', 'events') }} as r
+        on r._source_file = s._source_file and r._source_line = s._source_line
+    {%- endif %}
 ),
 
 {% if watermark is not none %}

@@ -50,18 +50,25 @@ where exists (
 {%- endmacro %}
 
 {# First pre-hook of an incremental model: a table built by an earlier version of the model
-   lacks columns the incremental logic reads (columns: name -> DuckDB type). Add them and
-   empty the table, so that this run rebuilds it instead of failing. #}
-{% macro rebuild_if_columns_missing(columns) -%}
+   lacks columns the incremental logic reads (added: name -> DuckDB type), or has columns the
+   model no longer selects (removed: names; incremental models fail on a schema change).
+   Empty the table and bring its columns in line, so that this run rebuilds it instead of
+   failing. #}
+{% macro rebuild_if_columns_changed(added={}, removed=[]) -%}
 {%- if is_incremental() -%}
 {%- set present = adapter.get_columns_in_relation(this) | map(attribute='name') | map('lower') | list -%}
 {%- set missing = [] -%}
-{%- for name in columns if name not in present -%}{%- do missing.append(name) -%}{%- endfor -%}
-{%- if missing -%}
-{%- for name in missing %}
-alter table {{ this }} add column {{ name }} {{ columns[name] }};
-{%- endfor %}
+{%- for name in added if name not in present -%}{%- do missing.append(name) -%}{%- endfor -%}
+{%- set left_over = [] -%}
+{%- for name in removed if name in present -%}{%- do left_over.append(name) -%}{%- endfor -%}
+{%- if missing or left_over -%}
 delete from {{ this }};
+{%- for name in missing %}
+alter table {{ this }} add column {{ name }} {{ added[name] }};
+{%- endfor %}
+{%- for name in left_over %}
+alter table {{ this }} drop column {{ name }};
+{%- endfor %}
 {%- endif -%}
 {%- endif -%}
 {%- endmacro %}

@@ -16,7 +16,7 @@
     unique_key=['a_type', 'a_value', 'b_type', 'b_value'],
     on_schema_change='fail',
     pre_hook=[
-        "{{ rebuild_if_columns_missing({'_built_at': 'timestamptz'}) }}",
+        "{{ rebuild_if_columns_changed(added={'_built_at': 'timestamptz'}) }}",
         "{% if is_incremental() %}delete from {{ this }} where (select count(*) from {{ ref('identity_pairs') }} where _built_at <= (select max(_built_at) from {{ this }})) <> (select sum(record_count) from {{ this }}){% endif %}",
     ],
 ) }}

@@ -16,7 +16,7 @@
     unique_key='record_key',
     on_schema_change='fail',
     pre_hook=[
-        "{{ rebuild_if_columns_missing({'_loaded_at': 'timestamptz', 'rules_version': 'varchar'}) }}",
+        "{{ rebuild_if_columns_changed(added={'_loaded_at': 'timestamptz', 'rules_version': 'varchar'}) }}",
         "{{ rebuild_if_raw_events_removed(identity_event_watermark()) }}",
         "{{ identity_delete_stale_rows() }}",
         "{% if is_incremental() %}delete from {{ this }} where record_source = 'event' and record_id in (select message_id from {{ ref('stg_events__messages') }} where _loaded_at > {{ identity_event_watermark() }}){% endif %}",

@@ -16,7 +16,7 @@
     unique_key='record_key',
     on_schema_change='fail',
     pre_hook=[
-        "{{ rebuild_if_columns_missing({'_built_at': 'timestamptz'}) }}",
+        "{{ rebuild_if_columns_changed(added={'_built_at': 'timestamptz'}) }}",
         "{{ rebuild_if_raw_events_removed(identity_event_watermark()) }}",
         "{{ identity_delete_stale_rows() }}",
         "{% if is_incremental() %}delete from {{ this }} where record_source = 'event' and record_key in ({{ identity_pairs_changed_events(identity_event_watermark()) }}){% endif %}",

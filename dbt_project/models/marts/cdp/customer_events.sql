@@ -17,7 +17,7 @@
     unique_key='message_id',
     on_schema_change='fail',
     pre_hook=[
-        "{{ rebuild_if_columns_missing({'customer_assigned_at': 'timestamptz', '_loaded_at': 'timestamptz'}) }}",
+        "{{ rebuild_if_columns_changed(added={'customer_assigned_at': 'timestamptz', '_loaded_at': 'timestamptz'}) }}",
         "{{ rebuild_if_raw_events_removed() }}",
     ],
 ) }}

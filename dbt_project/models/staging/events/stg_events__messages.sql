@@ -1,5 +1,8 @@
 -- One row per message: a messageId seen more than once (SDK retries, overlapping exports)
--- keeps its first occurrence (by source file name, then line).
+-- keeps its first occurrence (by source file name, then line). The message's context (device,
+-- page, campaign: most of an event's bytes) stays in raw.events, found by _source_file and
+-- _source_line; no model reads it unless an identity rule names a context. field. Copying it
+-- here made a full build at a million customers take 49-58 s instead of 34-37 s.
 --
 -- Incremental: a run reads only the raw rows loaded since the newest _loaded_at here and
 -- keeps the first of each message id among them. A new row whose id is already here is kept
@@ -14,7 +17,7 @@
     unique_key='message_id',
     on_schema_change='fail',
     pre_hook=[
-        "{{ rebuild_if_columns_missing({'_loaded_at': 'timestamptz'}) }}",
+        "{{ rebuild_if_columns_changed(added={'_loaded_at': 'timestamptz'}, removed=['context']) }}",
         "{{ rebuild_if_raw_events_removed() }}",
     ],
 ) }}
@@ -65,7 +68,6 @@ final as (
         received_at,
         traits,
         properties,
-        context,
         {{ normalize_email("traits ->> 'email'") }} as email,
         {{ normalize_phone("traits ->> 'phone'") }} as phone,
         nullif(trim(coalesce(traits ->> 'firstName', traits ->> 'first_name')), '') as first_name,
