@@ -757,13 +757,21 @@ def test_progress_reports_one_line_per_file_with_counts(con, landing):
     ]
 
 
-def test_duplicate_message_ids_are_counted_not_dropped(con, landing):
+def test_repeated_message_ids_are_counted_not_dropped(con, landing):
     write_events(landing / "events" / "a.jsonl", [event("m1"), event("m1"), event("m2")])
 
     report = load_landing(con, landing)
 
-    assert report.duplicate_message_ids == 1
+    assert report.repeated_message_ids == 1
     assert rows(con, "SELECT count(*) FROM raw.events") == [(3,)]
+
+    # A later load counts its own rows only: m2 was loaded before, m3 repeats in the file.
+    write_events(
+        landing / "events" / "b.jsonl", [event("m2"), event("m3"), event("m3"), event("m4")]
+    )
+    assert load_landing(con, landing).repeated_message_ids == 2
+    assert load_landing(con, landing).repeated_message_ids == 0  # nothing new
+    assert rows(con, "SELECT count(*) - count(DISTINCT message_id) FROM raw.events") == [(3,)]
 
 
 def test_landing_files_lists_the_exports_only(landing):

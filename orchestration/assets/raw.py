@@ -45,7 +45,7 @@ def raw_tables(context: dg.AssetExecutionContext, paths: CdpPaths):
         if mappings:
             metadata["crm_mappings"] = ", ".join(mappings)
         if kind == "events":
-            metadata["duplicate_message_ids"] = report.duplicate_message_ids
+            metadata["repeated_message_ids"] = report.repeated_message_ids
         yield dg.MaterializeResult(asset_key=table.split("."), metadata=metadata)
 
 

@@ -77,8 +77,9 @@ class FileLoad:
 class LoadReport:
     files: list[FileLoad] = field(default_factory=list)
     ignored: list[Path] = field(default_factory=list)
-    # message ids that occur more than once in raw.events after this load (all files)
-    duplicate_message_ids: int = 0
+    # rows this load added to raw.events whose message id an earlier row has (of this load
+    # or of an earlier one); the run summary counts them over all of raw.events
+    repeated_message_ids: int = 0
 
     @property
     def rows_read(self) -> int:
@@ -155,9 +156,33 @@ def load_landing(
     for path in ignored:
         say(f"{_rel(path, landing_dir)}: ignored (not a recognised export name)")
 
-    row = con.execute("SELECT count(*) - count(DISTINCT message_id) FROM raw.events").fetchall()
-    report.duplicate_message_ids = int(row[0][0]) if row else 0
+    loaded = [str(f.path) for f in report.files if f.kind == "events" and f.rows_loaded]
+    report.repeated_message_ids = _repeated_message_ids(con, loaded)
     return report
+
+
+def _repeated_message_ids(con: duckdb.DuckDBPyConnection, sources: list[str]) -> int:
+    """How many rows of these event files have a message id that an earlier row has.
+
+    That is the rows, less their distinct ids, plus those distinct ids that rows of other
+    files have. Only the new ids are looked up among the other rows: counting the distinct
+    ids of all of raw.events took 3-5 s at 20M rows, in every run.
+    """
+    if not sources:
+        return 0
+    row = con.execute(
+        """
+        WITH new AS (
+            SELECT message_id FROM raw.events WHERE _source_file IN (SELECT unnest($sources))
+        )
+        SELECT (SELECT count(*) - count(DISTINCT message_id) FROM new)
+            + (SELECT count(DISTINCT message_id) FROM raw.events
+               WHERE _source_file NOT IN (SELECT unnest($sources))
+                   AND message_id IN (SELECT message_id FROM new))
+        """,
+        {"sources": sources},
+    ).fetchall()
+    return int(row[0][0])
 
 
 def discover_landing(landing_dir: Path) -> tuple[list[tuple[Path, str]], list[Path]]:
