@@ -119,6 +119,7 @@ def test_incremental_run_equals_full_refresh(two_runs: TwoRuns, tmp_path: Path):
         "cdp.customer_events",
         "identity.identity_registry",
         "identity.identity_distinct_pairs",
+        "intermediate.int_customer_profile_values",
     } <= names
 
 

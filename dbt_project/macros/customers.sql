@@ -47,6 +47,12 @@
 select * from (values {{ rows | join(', ') }}) as ranks(field, source, source_rank)
 {%- endmacro %}
 
+{# SQL: a hash of vars.customer_field_sources (the ranks); int_customer_profile_values is
+   rebuilt when it changes. #}
+{% macro customer_field_sources_version() -%}
+(select md5(string_agg(field || ':' || source || ':' || source_rank, ';' order by field, source)) from ({{ customer_field_source_ranks() }}))
+{%- endmacro %}
+
 {# vars.consent_signals, checked: {channel: {opt_in_events, opt_out_events, unsubscribed_trait,
    contactable_without_signal}}. #}
 {% macro consent_channels() -%}
@@ -118,4 +124,22 @@ union
 select unnest([customer_id, previous_customer_id])
 from {{ ref('identity_registry') }}
 where changed_at > (select coalesce(max(last_assigned_at), '-infinity'::timestamptz) from {{ this }})
+{%- endmacro %}
+
+
+{# The customers whose profile values may have changed since int_customer_profile_values was
+   built (the calling model): the customers of identify messages loaded since its newest
+   _loaded_at, and the customers an identifier belongs to now or belonged to before, of
+   registry changes since its newest _assigned_at. A record moves to another customer, and an
+   email or phone becomes usable or not, only through a registry change. #}
+{% macro profile_values_changed_customers() -%}
+select customer_id
+from {{ ref('customer_events') }}
+where customer_id is not null
+    and message_type = 'identify'
+    and _loaded_at > (select coalesce(max(_loaded_at), '-infinity'::timestamptz) from {{ this }})
+union
+select unnest([customer_id, previous_customer_id])
+from {{ ref('identity_registry') }}
+where changed_at > (select coalesce(max(_assigned_at), '-infinity'::timestamptz) from {{ this }})
 {%- endmacro %}

@@ -2,7 +2,29 @@
 -- rules of vars.customer_field_sources: the first source in the field's list that has a value
 -- wins, and within it the most recent value. is_survivor marks the value cdp.customers shows.
 -- Emails and phones count only when identity resolution assigned them to the customer (junk
--- values such as test@test.com are held out there).
+-- values such as test@test.com are held out there). _loaded_at and _assigned_at: when the
+-- record was loaded, and when the identifier that links it to the customer got that customer
+-- (the incremental watermarks).
+--
+-- Incremental, per customer: a pre-hook deletes the rows of the customers whose values may
+-- have changed (macro profile_values_changed_customers: identify messages loaded since, and
+-- the customers before and after every registry change since), then every customer with no
+-- row here gets its values computed (again). Rebuilt when a contacts file was loaded since the
+-- newest CRM row here, when vars.customer_field_sources changed (sources_version) or when raw
+-- event rows were removed. The result equals a full rebuild.
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    on_schema_change='fail',
+    pre_hook=[
+        "{{ rebuild_if_columns_changed(added={'_loaded_at': 'timestamptz', '_assigned_at': 'timestamptz', 'sources_version': 'varchar'}) }}",
+        "{{ rebuild_if_raw_events_removed() }}",
+        "{% if is_incremental() %}delete from {{ this }} where sources_version <> {{ customer_field_sources_version() }} or exists (select 1 from raw.loaded_files where file_kind = 'contacts' and loaded_at > (select coalesce(max(_loaded_at), '-infinity'::timestamptz) from {{ this }} where source = 'crm')){% endif %}",
+        "{% if is_incremental() %}delete from {{ this }} where customer_id in ({{ profile_values_changed_customers() }}){% endif %}",
+    ],
+) }}
+
+-- depends_on: {{ ref('identity_registry') }}
 with identifiers as (
     select * from {{ ref('customer_identifiers') }}
 ),
@@ -15,8 +37,20 @@ identify_messages as (
     select * from {{ ref('stg_events__messages') }} where message_type = 'identify'
 ),
 
+{% if is_incremental() %}
+-- The customers with values here (those the pre-hook did not delete) are left as they are.
+kept_customers as (
+    select distinct customer_id from {{ this }}
+),
+{% endif %}
+
 events as (
-    select message_id, customer_id from {{ ref('customer_events') }} where customer_id is not null and message_type = 'identify'
+    select e.message_id, e.customer_id, e.customer_assigned_at
+    from {{ ref('customer_events') }} as e
+    {% if is_incremental() %}
+    anti join kept_customers as k on e.customer_id = k.customer_id
+    {% endif %}
+    where e.customer_id is not null and e.message_type = 'identify'
 ),
 
 source_ranks as (
@@ -34,9 +68,14 @@ crm_records as (
         c.lifecycle_stage,
         c.email,
         c.phone,
+        c._loaded_at,
+        i.assigned_at as _assigned_at,
     from contacts as c
     inner join identifiers as i
         on i.identifier_type = 'crm_contact_id' and i.identifier_value = c.contact_id
+    {% if is_incremental() %}
+    anti join kept_customers as k on i.customer_id = k.customer_id
+    {% endif %}
 ),
 
 identify_records as (
@@ -52,6 +91,8 @@ identify_records as (
         ) as company_name,
         m.email,
         m.phone,
+        m._loaded_at,
+        e.customer_assigned_at as _assigned_at,
     from identify_messages as m
     inner join events as e on m.message_id = e.message_id
 ),
@@ -67,6 +108,8 @@ candidates as (
         record_id,
         cast({{ field }} as varchar) as value,
         observed_at,
+        _loaded_at,
+        _assigned_at,
     from {{ source }}_records
     where {{ field }} is not null
     {% if not (outer_loop.last and loop.last) %}union all{% endif %}
@@ -97,6 +140,9 @@ final as (
             partition by u.customer_id, u.field
             order by r.source_rank, u.observed_at desc nulls last, u.value
         ) = 1 as is_survivor,
+        u._loaded_at,
+        u._assigned_at,
+        {{ customer_field_sources_version() }} as sources_version,
     from usable as u
     inner join source_ranks as r on u.field = r.field and u.source = r.source
 )
