@@ -321,6 +321,10 @@ def test_a_warehouse_built_before_incremental_models_is_rebuilt_not_broken(
     warehouse = tmp_path / "cdp.duckdb"
     shutil.copyfile(two_runs.warehouse, warehouse)
     con = duckdb.connect(str(warehouse))
+    profile_values = "select * exclude (_loaded_at, _assigned_at, sources_version) from {}"
+    before = con.execute(
+        profile_values.format("intermediate.int_customer_profile_values")
+    ).fetchall()
     con.execute("drop table staging.stg_events__messages")
     con.execute("create view staging.stg_events__messages as select 1 as message_id")
     for table, column in [
@@ -328,6 +332,9 @@ def test_a_warehouse_built_before_incremental_models_is_rebuilt_not_broken(
         ("identity.identity_occurrences", "rules_version"),
         ("cdp.cdp.customer_events", "customer_assigned_at"),
         ("cdp.cdp.customer_events", "_loaded_at"),
+        ("intermediate.int_customer_profile_values", "_loaded_at"),
+        ("intermediate.int_customer_profile_values", "_assigned_at"),
+        ("intermediate.int_customer_profile_values", "sources_version"),
     ]:
         con.execute(f"alter table {table} drop column {column}")
     con.close()
@@ -346,6 +353,10 @@ def test_a_warehouse_built_before_incremental_models_is_rebuilt_not_broken(
         ).fetchone()[0]
         == 0
     )
+    after = con.execute(
+        profile_values.format("intermediate.int_customer_profile_values")
+    ).fetchall()
+    assert sorted(after, key=repr) == sorted(before, key=repr) and len(after) > 100
 
 
 def test_a_staging_table_with_a_column_no_longer_staged_is_rebuilt(
