@@ -109,37 +109,24 @@ select * from (values {{ rows | join(', ') }}) as ranks(field, source, source_ra
 {%- endmacro %}
 
 
-{# The customers whose events may have changed since int_shopping_activity was built (the
-   calling model): the customers of events loaded since its newest last_loaded_at, and the
-   customers an identifier belongs to now or belonged to before, of registry changes since
-   its newest last_assigned_at. An event moves to another customer only when the identifier
-   that keys it changes customer, so these include the old and new customer of every event
-   cdp.customer_events re-keyed, and every customer it re-sessioned. #}
-{% macro shopping_activity_changed_customers() -%}
+{# The customers whose rows in the calling model (int_shopping_activity,
+   int_customer_profile_values) may have changed since it was built: the customers of events
+   (of message_type, when given) loaded since the newest value of its column loaded_column,
+   and the customers an identifier belongs to now or belonged to before, of registry changes
+   since the newest value of its column assigned_column. An event or record moves to another
+   customer, and an email or phone becomes usable or not, only when an identifier changes
+   customer, so these include the old and new customer of every event cdp.customer_events
+   re-keyed, and every customer it re-sessioned. #}
+{% macro customers_changed_since_build(loaded_column, assigned_column, message_type=none) -%}
 select customer_id
 from {{ ref('customer_events') }}
 where customer_id is not null
-    and _loaded_at > (select coalesce(max(last_loaded_at), '-infinity'::timestamptz) from {{ this }})
+    {%- if message_type %}
+    and message_type = {{ sql_string(message_type) }}
+    {%- endif %}
+    and _loaded_at > (select coalesce(max({{ loaded_column }}), '-infinity'::timestamptz) from {{ this }})
 union
 select unnest([customer_id, previous_customer_id])
 from {{ ref('identity_registry') }}
-where changed_at > (select coalesce(max(last_assigned_at), '-infinity'::timestamptz) from {{ this }})
-{%- endmacro %}
-
-
-{# The customers whose profile values may have changed since int_customer_profile_values was
-   built (the calling model): the customers of identify messages loaded since its newest
-   _loaded_at, and the customers an identifier belongs to now or belonged to before, of
-   registry changes since its newest _assigned_at. A record moves to another customer, and an
-   email or phone becomes usable or not, only through a registry change. #}
-{% macro profile_values_changed_customers() -%}
-select customer_id
-from {{ ref('customer_events') }}
-where customer_id is not null
-    and message_type = 'identify'
-    and _loaded_at > (select coalesce(max(_loaded_at), '-infinity'::timestamptz) from {{ this }})
-union
-select unnest([customer_id, previous_customer_id])
-from {{ ref('identity_registry') }}
-where changed_at > (select coalesce(max(_assigned_at), '-infinity'::timestamptz) from {{ this }})
+where changed_at > (select coalesce(max({{ assigned_column }}), '-infinity'::timestamptz) from {{ this }})
 {%- endmacro %}

@@ -33,16 +33,7 @@ where (record_source = 'crm_contact' and {{ identity_contacts_changed() }})
 {%- endmacro %}
 
 {% macro identity_contacts_changed() -%}
-exists (
-    select 1
-    from raw.loaded_files  {#- written with raw.crm_contacts by the same Dagster asset #}
-    where file_kind = 'contacts'
-        and loaded_at > (
-            select coalesce(max(_loaded_at), '-infinity'::timestamptz)
-            from {{ this }}
-            where record_source = 'crm_contact'
-        )
-)
+{{ contacts_loaded_since_build('record_source', 'crm_contact') }}
 {%- endmacro %}
 
 {# The regex entries of identity_blocklist (built earlier in the same run), each with its

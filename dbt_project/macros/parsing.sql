@@ -49,6 +49,21 @@ where exists (
 {%- endif -%}
 {%- endmacro %}
 
+{# SQL condition: a contacts file was loaded after the newest _loaded_at of the calling
+   model's CRM rows (those whose column holds crm_value); any contacts file when it has none. #}
+{% macro contacts_loaded_since_build(column, crm_value) -%}
+exists (
+    select 1
+    from raw.loaded_files  {#- written with raw.crm_contacts by the same Dagster asset #}
+    where file_kind = 'contacts'
+        and loaded_at > (
+            select coalesce(max(_loaded_at), '-infinity'::timestamptz)
+            from {{ this }}
+            where {{ column }} = {{ sql_string(crm_value) }}
+        )
+)
+{%- endmacro %}
+
 {# First pre-hook of an incremental model: a table built by an earlier version of the model
    lacks columns the incremental logic reads (added: name -> DuckDB type), or has columns the
    model no longer selects (removed: names; incremental models fail on a schema change).

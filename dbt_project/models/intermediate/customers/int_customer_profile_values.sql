@@ -7,7 +7,7 @@
 -- (the incremental watermarks).
 --
 -- Incremental, per customer: a pre-hook deletes the rows of the customers whose values may
--- have changed (macro profile_values_changed_customers: identify messages loaded since, and
+-- have changed (macro customers_changed_since_build: identify messages loaded since, and
 -- the customers before and after every registry change since), then every customer with no
 -- row here gets its values computed (again). Rebuilt when a contacts file was loaded since the
 -- newest CRM row here, when vars.customer_field_sources changed (sources_version) or when raw
@@ -19,8 +19,8 @@
     pre_hook=[
         "{{ rebuild_if_columns_changed(added={'_loaded_at': 'timestamptz', '_assigned_at': 'timestamptz', 'sources_version': 'varchar'}) }}",
         "{{ rebuild_if_raw_events_removed() }}",
-        "{% if is_incremental() %}delete from {{ this }} where sources_version <> {{ customer_field_sources_version() }} or exists (select 1 from raw.loaded_files where file_kind = 'contacts' and loaded_at > (select coalesce(max(_loaded_at), '-infinity'::timestamptz) from {{ this }} where source = 'crm')){% endif %}",
-        "{% if is_incremental() %}delete from {{ this }} where customer_id in ({{ profile_values_changed_customers() }}){% endif %}",
+        "{% if is_incremental() %}delete from {{ this }} where sources_version <> {{ customer_field_sources_version() }} or {{ contacts_loaded_since_build('source', 'crm') }}{% endif %}",
+        "{% if is_incremental() %}delete from {{ this }} where customer_id in ({{ customers_changed_since_build('_loaded_at', '_assigned_at', message_type='identify') }}){% endif %}",
     ],
 ) }}
 

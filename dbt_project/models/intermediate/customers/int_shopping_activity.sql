@@ -8,7 +8,7 @@
 -- cdp.customers, should not wait for this one (which then runs beside it).
 --
 -- Incremental: a pre-hook deletes the rows of the customers whose events may have changed
--- (macro shopping_activity_changed_customers), then every customer with events and no row
+-- (macro customers_changed_since_build), then every customer with events and no row
 -- here is computed (again), so a customer left without events keeps none. The result equals
 -- a full rebuild. Rebuilt when raw event rows were removed (cdp.customer_events is rebuilt
 -- then).
@@ -18,7 +18,7 @@
     on_schema_change='fail',
     pre_hook=[
         "{{ rebuild_if_raw_events_removed('(select max(last_loaded_at) from ' ~ this ~ ')') }}",
-        "{% if is_incremental() %}delete from {{ this }} where customer_id in ({{ shopping_activity_changed_customers() }}){% endif %}",
+        "{% if is_incremental() %}delete from {{ this }} where customer_id in ({{ customers_changed_since_build('last_loaded_at', 'last_assigned_at') }}){% endif %}",
     ],
 ) }}
 
