@@ -67,6 +67,16 @@ def registry_changes(
     """
     at = f"timestamptz '{pd.Timestamp(changed_at).isoformat()}'"
     past = previous or _NOTHING
+    # Each identifier's latest row: its customer now, or NULL when released. Each run writes
+    # at most one row per identifier, so changed_at has no ties.
+    session.execute(
+        f"""
+        create or replace temp table identity_registry_latest as
+        select identifier_type, identifier_value, arg_max_null(customer_id, changed_at) as customer_id
+        from ({past})
+        group by identifier_type, identifier_value
+        """
+    )
     session.execute(
         f"""
         create or replace temp table identity_registry_current as
@@ -74,7 +84,7 @@ def registry_changes(
             c.component_id, p.customer_id as previous_customer_id
         from ({identifiers}) as i
         inner join ({components}) as c on i.node_id = c.node_id
-        left join ({_latest(past)}) as p
+        left join identity_registry_latest as p
             on i.identifier_type = p.identifier_type and i.identifier_value = p.identifier_value
         """
     )
@@ -131,7 +141,7 @@ def registry_changes(
         f"""
         select p.identifier_type, p.identifier_value, p.customer_id, i.priority,
             i.held_out_rule, i.held_out_detail
-        from ({_latest(past)}) as p
+        from identity_registry_latest as p
         left join ({identifiers}) as i
             on p.identifier_type = i.identifier_type and p.identifier_value = i.identifier_value
         where p.customer_id is not null and i.node_id is null
@@ -181,17 +191,6 @@ _NOTHING = (
     )
     + " where false"
 )
-
-
-def _latest(previous: str) -> str:
-    """Each identifier's latest registry row (its customer now, or NULL when released)."""
-    return f"""
-        select identifier_type, identifier_value, customer_id
-        from ({previous})
-        qualify row_number() over (
-            partition by identifier_type, identifier_value order by changed_at desc
-        ) = 1
-    """
 
 
 def _assign_new_ids(session) -> None:
