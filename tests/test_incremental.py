@@ -388,22 +388,36 @@ def test_a_staging_table_with_a_column_no_longer_staged_is_rebuilt(
     assert staged == distinct_ids > 1000
 
 
-def test_unique_combination_fails_on_a_repeated_row_only(two_runs: TwoRuns, tmp_path: Path):
-    """The generic test unique_combination (grouped by a hash of the columns first) passes on
-    the built warehouse and reports the one repeated row once a row is copied."""
+def test_uniqueness_tests_fail_on_a_repeated_row_only(two_runs: TwoRuns, tmp_path: Path):
+    """The generic test unique_combination and dbt's unique test (both grouped by a hash of the
+    key first, macros/tests_unique.sql) pass on the built warehouse and report the one
+    repeated row once a row is copied; unique does not compare NULLs."""
     warehouse = tmp_path / "copy.duckdb"
     shutil.copyfile(two_runs.warehouse, warehouse)
-    test = "unique_combination_identity_occurrences_record_key__identifier_type__identifier_value"
+    tests = [
+        "unique_combination_identity_occurrences_record_key__identifier_type__identifier_value",
+        "unique_customer_events_message_id",
+    ]
 
     def outcome() -> str:
-        result = dbt("test", "--select", test, warehouse=warehouse, target=tmp_path / "target")
+        result = dbt("test", "--select", *tests, warehouse=warehouse, target=tmp_path / "target")
         return result.stdout
 
-    assert re.search(r"PASS=1 WARN=0 ERROR=0", outcome())
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(
+            "insert into cdp.customer_events by name "
+            "select * replace (null as message_id) from cdp.customer_events limit 2"
+        )
+    assert re.search(r"PASS=2 WARN=0 ERROR=0", outcome())
     with duckdb.connect(str(warehouse)) as con:
         con.execute(
             "insert into identity.identity_occurrences "
             "select * from identity.identity_occurrences where record_source = 'event' limit 1"
         )
+        con.execute(
+            "insert into cdp.customer_events "
+            "select * from cdp.customer_events where message_id is not null limit 1"
+        )
     failed = outcome()
-    assert re.search(r"Got 1 result", failed) and re.search(r"ERROR=1", failed), failed[-3000:]
+    assert len(re.findall(r"Got 1 result", failed)) == 2, failed[-3000:]
+    assert re.search(r"ERROR=2", failed), failed[-3000:]
