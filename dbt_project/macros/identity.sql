@@ -101,8 +101,10 @@ null
    reads the contacts only when a contacts file was loaded since (macro
    identity_contacts_changed), and only the messages staged after its newest event record,
    plus the aliases whose previousId such a message uses as a userId (that previousId
-   becomes a user id). #}
-{% macro identity_record_lists() -%}
+   becomes a user id). With materialize_records, `records` is a materialized CTE:
+   identity_pairs' full build at a million customers took 25-27 s so, against 40-44 s
+   streamed (identity_occurrences: 22-24 s either way; the same peak memory). #}
+{% macro identity_record_lists(materialize_records=false) -%}
 {%- set watermark = "coalesce(" ~ identity_event_watermark() ~ ", '-infinity'::timestamptz)" if is_incremental() else none -%}
 {%- set rules = identifier_type_rules() -%}
 {%- set event_fields = [] -%}
@@ -213,7 +215,7 @@ message_identifiers as (
     left join known_user_ids as u on m.previous_id = u.user_id
 ),
 
-records as (
+records as {{ 'materialized ' if materialize_records else '' }}(
     select * from contact_identifiers
     union all
     select * from message_identifiers

@@ -27,7 +27,7 @@
 -- depends_on: {{ ref('stg_events__messages') }}
 -- depends_on: {{ ref('identity_identifier_types') }}
 with
-{{ identity_record_lists() }},
+{{ identity_record_lists(materialize_records=true) }},
 
 identifier_types as (
     select * from {{ ref('identity_identifier_types') }}
