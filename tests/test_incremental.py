@@ -421,3 +421,38 @@ def test_uniqueness_tests_fail_on_a_repeated_row_only(two_runs: TwoRuns, tmp_pat
     failed = outcome()
     assert len(re.findall(r"Got 1 result", failed)) == 2, failed[-3000:]
     assert re.search(r"ERROR=2", failed), failed[-3000:]
+
+
+def test_a_change_to_the_field_sources_recomputes_every_profile_value(
+    two_runs: TwoRuns, tmp_path: Path
+):
+    """int_customer_profile_values keeps the customers that did not change, unless
+    vars.customer_field_sources changed (its sources_version): then the incremental run gives
+    the rows of a full rebuild with the new ranks."""
+    sources = (
+        "{customer_field_sources: {first_name: [identify, crm], last_name: [crm, identify], "
+        "company_name: [crm, identify], lifecycle_stage: [crm], email: [crm, identify], "
+        "phone: [identify, crm]}}"
+    )
+    model = "intermediate.int_customer_profile_values"
+    builds = {}
+    for name, flags in [("incremental", []), ("rebuilt", ["--full-refresh"])]:
+        warehouse = tmp_path / f"{name}.duckdb"
+        shutil.copyfile(two_runs.warehouse, warehouse)
+        result = dbt(
+            "run", "--select", "int_customer_profile_values", "--vars", sources, *flags,
+            warehouse=warehouse, target=tmp_path / f"target-{name}",
+        )
+        assert result.returncode == 0, result.stdout[-4000:]
+        builds[name] = warehouse
+    con = duckdb.connect()
+    con.execute(f"attach '{two_runs.warehouse}' as before (read_only)")
+    for name, warehouse in builds.items():
+        con.execute(f"attach '{warehouse}' as {name} (read_only)")
+    assert differing_rows(con, model) == (0, 0)
+    survivors = (
+        "select count(*) from (select customer_id, field, source from {}.{} where is_survivor "
+        "and field in ('first_name', 'email') except select customer_id, field, source "
+        "from {}.{} where is_survivor)"
+    )
+    assert con.execute(survivors.format("incremental", model, "before", model)).fetchone()[0] > 10

@@ -47,10 +47,10 @@
 select * from (values {{ rows | join(', ') }}) as ranks(field, source, source_rank)
 {%- endmacro %}
 
-{# SQL: a hash of vars.customer_field_sources (the ranks); int_customer_profile_values is
-   rebuilt when it changes. #}
+{# SQL string literal: a hash of the ranks vars.customer_field_sources gives (as SQL);
+   int_customer_profile_values is rebuilt when it changes. #}
 {% macro customer_field_sources_version() -%}
-(select md5(string_agg(field || ':' || source || ':' || source_rank, ';' order by field, source)) from ({{ customer_field_source_ranks() }}))
+'{{ local_md5(customer_field_source_ranks()) }}'
 {%- endmacro %}
 
 {# vars.consent_signals, checked: {channel: {opt_in_events, opt_out_events, unsubscribed_trait,
