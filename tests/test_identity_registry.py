@@ -3,7 +3,8 @@
 One warehouse goes through a sequence of runs, as a customer's data would:
 
 1. first exports: B browses anonymously; D (CRM contact) and E (an app user) share a phone;
-   F and G sign in on one shared device; a shop kiosk is used by eleven people;
+   F and G sign in on one shared device; a shop kiosk is used by eleven people, and so is
+   a blocklisted placeholder device id ("unknown");
 2. late-arriving history: older events of B, and a new person A whose events are older
    than anything loaded so far;
 3. A signs in on B's device: the two customers merge;
@@ -124,6 +125,14 @@ def runs(tmp_path_factory) -> dict[str, Callable | Warehouse | dict]:
         )
         for i in range(11)
     ]
+    # A placeholder device id (blocklisted) that eleven people also share: the blocklist, not
+    # the super-node rule, holds it out.
+    lobby = [
+        identify(
+            f"m-lobby-{i}", f"2026-01-{i + 1:02d}T13:00:00Z", anon="unknown", email=f"l{i}@shop.com"
+        )
+        for i in range(11)
+    ]
     write_events(
         events / "identity-1.jsonl",
         [
@@ -137,6 +146,7 @@ def runs(tmp_path_factory) -> dict[str, Callable | Warehouse | dict]:
             identify("m-f1", "2026-01-10T10:00:00Z", user="uF", anon="s1"),
             identify("m-g1", "2026-01-20T10:00:00Z", user="uG", anon="s1"),
             *kiosk,
+            *lobby,
         ],
     )
     warehouse = Warehouse(root, landing, root / "warehouse" / "cdp.duckdb")
@@ -235,6 +245,17 @@ def test_a_super_node_is_listed_and_links_nobody(runs):
         "select rule, detail from identity.identifiers_held_out where identifier_value = 'kiosk-1'"
     )
     assert held == [("super_node", "seen with 11 people-level identifiers (threshold 10)")]
+
+
+def test_a_blocked_value_shared_by_many_is_held_out_by_the_blocklist(runs):
+    first = dict(((t, v), c) for c, t, v, *_ in runs["states"]["first"])
+    assert ("anonymous_id", "unknown") not in first
+    assert len({first[("email", f"l{i}@shop.com")] for i in range(11)}) == 11
+    held = runs["warehouse"].query(
+        "select rule, detail from identity.identifiers_held_out "
+        "where identifier_type = 'anonymous_id' and identifier_value = 'unknown'"
+    )
+    assert held == [("blocklist", "placeholder value (blocklist value 'unknown')")]
 
 
 def test_late_arriving_history_keeps_every_id(runs):

@@ -109,10 +109,13 @@ def expected_features(events: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFram
 
 
 @pytest.mark.parametrize("reference", ["2026-11-15 13:45:10", "2026-11-15 00:00:00"])
-def test_features_match_their_definition_at_every_window_edge(model, reference):
+@pytest.mark.parametrize("time_zone", ["UTC", "America/Los_Angeles"])
+def test_features_match_their_definition_at_every_window_edge(model, reference, time_zone):
+    """Whatever the session's time zone: active days are UTC days, windows are exact."""
     cutoffs = cutoffs_for(model, pd.Timestamp(reference, tz="UTC"))
     events = edge_events(cutoffs)
     con = duckdb.connect()
+    con.execute(f"set TimeZone = '{time_zone}'")
     con.register("frame", events)
     con.execute(
         "create table events as select customer_id, event_at::timestamptz as event_at, "

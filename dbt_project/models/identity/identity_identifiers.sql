@@ -70,7 +70,10 @@ neighbours as (
     from distinct_pairs
 ),
 
--- How many unblocked people-level identifiers each unblocked identifier shares records with.
+-- How many unblocked people-level identifiers each identifier shares records with. A blocked
+-- identifier is counted too, and stays held out by the blocklist (classified prefers it):
+-- leaving it out here as well took a second anti join, and the model 7.3-8.0 s against
+-- 5.5-6.2 s without it at a million customers (same rows).
 people_level_neighbours as (
     select
         n.identifier_type,
@@ -79,8 +82,6 @@ people_level_neighbours as (
     from neighbours as n
     inner join identifier_types as t
         on n.neighbour_type = t.identifier_type and t.is_people_level
-    anti join blocked as b
-        on n.identifier_type = b.identifier_type and n.identifier_value = b.identifier_value
     anti join blocked as bn
         on n.neighbour_type = bn.identifier_type and n.neighbour_value = bn.identifier_value
     group by n.identifier_type, n.identifier_value
