@@ -44,11 +44,13 @@ BUILD_LOGS = {
 BUILD_TIME = "_built_at"
 
 
-def dbt(*args: str, warehouse: Path, target: Path) -> subprocess.CompletedProcess:
+def dbt(
+    *args: str, warehouse: Path, target: Path, project: Path = DBT_PROJECT
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "CDP_WAREHOUSE": str(warehouse), "GX_ANALYTICS_ENABLED": "false"}
     return subprocess.run(
         [str(Path(sys.executable).with_name("dbt")), *args, "--target-path", str(target)],
-        cwd=DBT_PROJECT,
+        cwd=project,
         env=env,
         capture_output=True,
         text=True,
@@ -395,8 +397,8 @@ def test_uniqueness_tests_fail_on_a_repeated_row_only(two_runs: TwoRuns, tmp_pat
     warehouse = tmp_path / "copy.duckdb"
     shutil.copyfile(two_runs.warehouse, warehouse)
     tests = [
-        "unique_combination_identity_occurrences_record_key__identifier_type__identifier_value",
-        "unique_customer_events_message_id",
+        "unique_combination_customer_identifiers_identifier_type__identifier_value",
+        "unique_customers_customer_id",
     ]
 
     def outcome() -> str:
@@ -405,22 +407,69 @@ def test_uniqueness_tests_fail_on_a_repeated_row_only(two_runs: TwoRuns, tmp_pat
 
     with duckdb.connect(str(warehouse)) as con:
         con.execute(
-            "insert into cdp.customer_events by name "
-            "select * replace (null as message_id) from cdp.customer_events limit 2"
+            "insert into cdp.customers by name "
+            "select * replace (null as customer_id) from cdp.customers limit 2"
         )
     assert re.search(r"PASS=2 WARN=0 ERROR=0", outcome())
     with duckdb.connect(str(warehouse)) as con:
         con.execute(
-            "insert into identity.identity_occurrences "
-            "select * from identity.identity_occurrences where record_source = 'event' limit 1"
+            "insert into cdp.customer_identifiers select * from cdp.customer_identifiers limit 1"
         )
         con.execute(
-            "insert into cdp.customer_events "
-            "select * from cdp.customer_events where message_id is not null limit 1"
+            "insert into cdp.customers "
+            "select * from cdp.customers where customer_id is not null limit 1"
         )
     failed = outcome()
     assert len(re.findall(r"Got 1 result", failed)) == 2, failed[-3000:]
     assert re.search(r"ERROR=2", failed), failed[-3000:]
+
+
+def test_a_run_that_builds_a_repeated_key_fails_and_keeps_the_table(
+    two_runs: TwoRuns, tmp_path: Path
+):
+    """The post-hook fail_on_repeated_keys (macros/tests_unique.sql) checks the rows a run
+    builds, incremental or from scratch: customer_events edited to repeat one of its rows
+    fails, names the model and the key, and its table keeps every row it had."""
+    warehouse = tmp_path / "copy.duckdb"
+    shutil.copyfile(two_runs.warehouse, warehouse)
+    project = tmp_path / "dbt_project"
+    shutil.copytree(DBT_PROJECT, project, ignore=shutil.ignore_patterns("target", "logs"))
+    model = project / "models" / "marts" / "cdp" / "customer_events.sql"
+    model.write_text(
+        model.read_text() + "union all (select * from final order by message_id limit 1)\n"
+    )
+    state = (
+        "select count(*), sum(hash(message_id, customer_id, session_id)) from cdp.customer_events"
+    )
+    with duckdb.connect(str(warehouse)) as con:
+        full = con.execute(state).fetchone()
+        # The newest load's events are keyed again by the next incremental run.
+        con.execute(
+            "delete from cdp.customer_events "
+            "where _loaded_at = (select max(_loaded_at) from cdp.customer_events)"
+        )
+        kept = con.execute(state).fetchone()
+    assert 0 < kept[0] < full[0]
+
+    for refresh in ([], ["--full-refresh"]):
+        result = dbt(
+            "run", "--select", "customer_events", *refresh,
+            warehouse=warehouse, target=tmp_path / "target-edited", project=project,
+        )  # fmt: skip
+        assert result.returncode != 0
+        assert (
+            "customer_events: the rows this run built repeat 1 key(s) of (message_id)"
+            in result.stdout
+        ), result.stdout[-3000:]
+        with duckdb.connect(str(warehouse), read_only=True) as con:
+            assert con.execute(state).fetchone() == kept
+
+    result = dbt(
+        "run", "--select", "customer_events", warehouse=warehouse, target=tmp_path / "target"
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        assert con.execute(state).fetchone() == full
 
 
 def test_a_change_to_the_field_sources_recomputes_every_profile_value(
@@ -440,8 +489,14 @@ def test_a_change_to_the_field_sources_recomputes_every_profile_value(
         warehouse = tmp_path / f"{name}.duckdb"
         shutil.copyfile(two_runs.warehouse, warehouse)
         result = dbt(
-            "run", "--select", "int_customer_profile_values", "--vars", sources, *flags,
-            warehouse=warehouse, target=tmp_path / f"target-{name}",
+            "run",
+            "--select",
+            "int_customer_profile_values",
+            "--vars",
+            sources,
+            *flags,
+            warehouse=warehouse,
+            target=tmp_path / f"target-{name}",
         )
         assert result.returncode == 0, result.stdout[-4000:]
         builds[name] = warehouse

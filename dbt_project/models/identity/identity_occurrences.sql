@@ -21,6 +21,7 @@
         "{{ identity_delete_stale_rows() }}",
         "{% if is_incremental() %}delete from {{ this }} where record_source = 'event' and record_id in (select message_id from {{ ref('stg_events__messages') }} where _loaded_at > {{ identity_event_watermark() }}){% endif %}",
     ],
+    post_hook=["{{ fail_on_repeated_keys(['record_key', 'identifier_type', 'identifier_value']) }}"],
 ) }}
 
 -- depends_on: {{ ref('stg_crm__contacts') }}

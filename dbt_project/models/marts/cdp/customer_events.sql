@@ -20,6 +20,7 @@
         "{{ rebuild_if_columns_changed(added={'customer_assigned_at': 'timestamptz', '_loaded_at': 'timestamptz'}) }}",
         "{{ rebuild_if_raw_events_removed() }}",
     ],
+    post_hook=["{{ fail_on_repeated_keys(['message_id']) }}"],
 ) }}
 
 -- depends_on: {{ ref('identity_registry') }}

@@ -20,6 +20,7 @@
         "{{ rebuild_if_columns_changed(added={'_loaded_at': 'timestamptz'}, removed=['context']) }}",
         "{{ rebuild_if_raw_events_removed() }}",
     ],
+    post_hook=["{{ fail_on_repeated_keys(['message_id']) }}"],
 ) }}
 
 with new_rows as not materialized (
