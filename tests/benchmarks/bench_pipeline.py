@@ -15,7 +15,7 @@ each stage's peak is the largest sample taken while it ran. Stage times come fro
 Dagster event log: each step's duration, and for the dbt step the execution times of its
 models summed by schema (staging, identity, intermediate, cdp, segments); dbt runs two
 models at a time, so these sums overlap and can add up to more than the dbt step's wall
-time, which is reported too.
+time, which is reported too, with the ten slowest models.
 """
 
 import argparse
@@ -98,13 +98,32 @@ def peak(
     )
 
 
-def stage_times(dagster_home: Path) -> list[tuple[str, float, list[tuple[float, float]]]]:
-    """(stage, seconds, the stage's (start, end) epoch intervals) of the newest run."""
+def newest_run_events(dagster_home: Path) -> list:
+    """The event log of the newest Dagster run."""
     import dagster as dg
 
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         run = instance.get_runs(limit=1)[0]
-        events = list(instance.all_logs(run.run_id))
+        return list(instance.all_logs(run.run_id))
+
+
+def slowest_models(dagster_home: Path, count: int = 10) -> list[tuple[str, float]]:
+    """(asset, seconds) of the newest run's slowest dbt models, by dbt's execution time."""
+    durations = []
+    for entry in newest_run_events(dagster_home):
+        event = entry.dagster_event
+        if event is None or event.event_type_value != "ASSET_MATERIALIZATION":
+            continue
+        materialization = event.event_specific_data.materialization
+        duration = materialization.metadata.get("Execution Duration")
+        if duration is not None:
+            durations.append((materialization.asset_key.to_user_string(), float(duration.value)))
+    return sorted(durations, key=lambda item: -item[1])[:count]
+
+
+def stage_times(dagster_home: Path) -> list[tuple[str, float, list[tuple[float, float]]]]:
+    """(stage, seconds, the stage's (start, end) epoch intervals) of the newest run."""
+    events = newest_run_events(dagster_home)
     starts: dict[str, float] = {}
     steps: dict[str, tuple[float, float]] = {}
     models: dict[str, list[tuple[float, float]]] = defaultdict(list)
@@ -193,6 +212,8 @@ def print_run(
     print("| stage | seconds | peak GiB |\n|---|---:|---:|")
     for stage, stage_seconds, intervals in stage_times(dagster_home):
         print(f"| {stage} | {stage_seconds:.1f} | {peak(samples, intervals) / 2**30:.2f} |")
+    slowest = ", ".join(f"{name} {seconds:.1f}" for name, seconds in slowest_models(dagster_home))
+    print(f"\nslowest dbt models, s: {slowest}")
     summary = output[output.find("\nRun ") :].strip()
     print(
         "\n"
