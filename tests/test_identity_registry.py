@@ -119,20 +119,23 @@ def runs(tmp_path_factory) -> dict[str, Callable | Warehouse | dict]:
         + "\n201,Dana,Diaz,D@X.com,(415) 555-0101,,,lead,,2026-01-05 09:00,,false,,\n"
     )
     events = landing / "events"
-    kiosk = [
-        identify(
-            f"m-kiosk-{i}", f"2026-01-{i + 1:02d}T12:00:00Z", anon="kiosk-1", email=f"k{i}@shop.com"
-        )
-        for i in range(11)
-    ]
+
+    def used_by_eleven(device: str, name: str, hour: int) -> list[dict]:
+        """One identify message a day from `device`, each with another person's email."""
+        return [
+            identify(
+                f"m-{name}-{i}",
+                f"2026-01-{i + 1:02d}T{hour}:00:00Z",
+                anon=device,
+                email=f"{name[0]}{i}@shop.com",
+            )
+            for i in range(11)
+        ]
+
+    kiosk = used_by_eleven("kiosk-1", "kiosk", 12)
     # A placeholder device id (blocklisted) that eleven people also share: the blocklist, not
     # the super-node rule, holds it out.
-    lobby = [
-        identify(
-            f"m-lobby-{i}", f"2026-01-{i + 1:02d}T13:00:00Z", anon="unknown", email=f"l{i}@shop.com"
-        )
-        for i in range(11)
-    ]
+    lobby = used_by_eleven("unknown", "lobby", 13)
     write_events(
         events / "identity-1.jsonl",
         [

@@ -489,15 +489,9 @@ def test_a_change_to_the_field_sources_recomputes_every_profile_value(
         warehouse = tmp_path / f"{name}.duckdb"
         shutil.copyfile(two_runs.warehouse, warehouse)
         result = dbt(
-            "run",
-            "--select",
-            "int_customer_profile_values",
-            "--vars",
-            sources,
-            *flags,
-            warehouse=warehouse,
-            target=tmp_path / f"target-{name}",
-        )
+            "run", "--select", "int_customer_profile_values", "--vars", sources, *flags,
+            warehouse=warehouse, target=tmp_path / f"target-{name}",
+        )  # fmt: skip
         assert result.returncode == 0, result.stdout[-4000:]
         builds[name] = warehouse
     con = duckdb.connect()

@@ -45,12 +45,13 @@ having count(*) > 1
     ~ this.identifier ~ "__dbt_tmp')"
 ).columns[0].values()[0] -%}
 {%- set rows = adapter.quote(found) if found else this -%}
+{%- set key = columns | join(', ') -%}
 select error(
-    '{{ this.name }}: the rows this run built repeat ' || count(*) || ' key(s) of ('
-    || '{{ columns | join(", ") }}), so none were written (the table keeps its previous '
-    || 'rows). The model''s SQL produced them: report it with the model''s name.'
+    '{{ this.identifier }}: the rows this run built repeat ' || count(*) || ' key(s) of ('
+    || '{{ key }}), so none were written (the table keeps its previous rows). The model''s '
+    || 'SQL produced them: report it with the model''s name.'
 )
-from ({{ repeated_keys(rows, columns | join(', ')) }})
+from ({{ repeated_keys(rows, key) }})
 having count(*) > 0
 {%- endif -%}
 {%- endmacro %}

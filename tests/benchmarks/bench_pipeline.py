@@ -107,26 +107,25 @@ def newest_run_events(dagster_home: Path) -> list:
         return list(instance.all_logs(run.run_id))
 
 
-def slowest_models(dagster_home: Path, count: int = 10) -> list[tuple[str, float]]:
-    """(asset, seconds) of the newest run's slowest dbt models, by dbt's execution time."""
-    durations = []
-    for entry in newest_run_events(dagster_home):
+def model_runs(events: list) -> list[tuple[str, float, float]]:
+    """(asset, start, end) of every dbt model in a run's events, by dbt's execution time."""
+    runs = []
+    for entry in events:
         event = entry.dagster_event
         if event is None or event.event_type_value != "ASSET_MATERIALIZATION":
             continue
         materialization = event.event_specific_data.materialization
         duration = materialization.metadata.get("Execution Duration")
         if duration is not None:
-            durations.append((materialization.asset_key.to_user_string(), float(duration.value)))
-    return sorted(durations, key=lambda item: -item[1])[:count]
+            asset = materialization.asset_key.to_user_string()
+            runs.append((asset, entry.timestamp - float(duration.value), entry.timestamp))
+    return runs
 
 
-def stage_times(dagster_home: Path) -> list[tuple[str, float, list[tuple[float, float]]]]:
-    """(stage, seconds, the stage's (start, end) epoch intervals) of the newest run."""
-    events = newest_run_events(dagster_home)
+def stage_times(events: list) -> list[tuple[str, float, list[tuple[float, float]]]]:
+    """(stage, seconds, the stage's (start, end) epoch intervals) of a run's events."""
     starts: dict[str, float] = {}
     steps: dict[str, tuple[float, float]] = {}
-    models: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for entry in events:
         event = entry.dagster_event
         if event is None:
@@ -135,14 +134,9 @@ def stage_times(dagster_home: Path) -> list[tuple[str, float, list[tuple[float, 
             starts[event.step_key] = entry.timestamp
         elif event.event_type_value == "STEP_SUCCESS":
             steps[event.step_key] = (starts[event.step_key], entry.timestamp)
-        elif event.event_type_value == "ASSET_MATERIALIZATION":
-            materialization = event.event_specific_data.materialization
-            duration = materialization.metadata.get("Execution Duration")
-            if duration is not None:
-                ended = entry.timestamp
-                models[materialization.asset_key.path[0]].append(
-                    (ended - float(duration.value), ended)
-                )
+    models: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for asset, started, ended in model_runs(events):
+        models[asset.split("/")[0]].append((started, ended))
 
     def seconds(intervals: list[tuple[float, float]]) -> float:
         return sum(end - start for start, end in intervals)
@@ -210,10 +204,12 @@ def print_run(
 ) -> None:
     print(f"{title}: {seconds:.1f} s end to end, peak {peak(samples) / 2**30:.2f} GiB")
     print("| stage | seconds | peak GiB |\n|---|---:|---:|")
-    for stage, stage_seconds, intervals in stage_times(dagster_home):
+    events = newest_run_events(dagster_home)
+    for stage, stage_seconds, intervals in stage_times(events):
         print(f"| {stage} | {stage_seconds:.1f} | {peak(samples, intervals) / 2**30:.2f} |")
-    slowest = ", ".join(f"{name} {seconds:.1f}" for name, seconds in slowest_models(dagster_home))
-    print(f"\nslowest dbt models, s: {slowest}")
+    slowest = sorted(model_runs(events), key=lambda run: run[1] - run[2])[:10]
+    listed = ", ".join(f"{asset} {ended - started:.1f}" for asset, started, ended in slowest)
+    print(f"\nslowest dbt models, s: {listed}")
     summary = output[output.find("\nRun ") :].strip()
     print(
         "\n"
