@@ -63,6 +63,20 @@ def test_ids_are_trimmed_and_empty_ids_become_null():
     assert normalize("crm_contact_id", " 1001 ") == "1001"
 
 
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("\t\r\n u_1 \x0c", "u_1"),  # tab, CR, LF, space and form feed at either end
+        ("u 1", "u 1"),  # inside a value, whitespace stays
+        ("\x0bu_1", "\x0bu_1"),  # a vertical tab is not stripped (not in RE2's \s)
+        ("\u00a0u_1\u00a0", "\u00a0u_1\u00a0"),  # nor a no-break space
+        ("\t\n \r", None),
+    ],
+)
+def test_ids_lose_leading_and_trailing_ascii_whitespace_only(raw, expected):
+    assert normalize("user_id", raw) == expected
+
+
 def test_an_unknown_identifier_type_is_refused_with_the_known_types():
     with pytest.raises(ValueError, match="user_id, email, phone"):
         normalize("fax", "123")
