@@ -257,3 +257,93 @@ def test_the_rules_file_drives_the_dbt_models(tmp_path, uk_rules):
             "not linked to phone:+442079460958 (never_link anonymous_id, phone)",
         )
     ]
+
+
+@pytest.mark.parametrize("device_sources", [[], ["context.device.id", "properties.device_id"]])
+def test_a_record_names_each_identifier_once(tmp_path, monkeypatch, device_sources):
+    """An alias whose previousId is its anonymousId, and (when the rules read device_id from
+    two fields) a message with the same device id in both, name the identifier once: one
+    occurrence, and no pair of an identifier with itself."""
+    text = RULES.read_text()
+    if device_sources:
+        extra = (
+            "  device_id:\n    normalize: lowercase_id\n    priority: 6\n"
+            f"    people_level: false\n    event_fields: [{', '.join(device_sources)}]\n"
+        )
+        text = text.replace("  # More types are", extra + "  # More types are")
+    rules = tmp_path / "rules.yml"
+    rules.write_text(text)
+    monkeypatch.setenv("CDP_IDENTITY_RULES", str(rules))
+    landing = tmp_path / "landing"
+    (landing / "events").mkdir(parents=True)
+    messages = [
+        {
+            "type": "alias",
+            "messageId": "a1",
+            "anonymousId": "anon-1",
+            "previousId": "anon-1",
+            "userId": "u1",
+        },
+        {
+            "type": "alias",
+            "messageId": "a2",
+            "anonymousId": "anon-2",
+            "previousId": " anon-2 ",
+            "userId": "u2",
+        },
+        {
+            "type": "page",
+            "messageId": "p1",
+            "anonymousId": "anon-3",
+            "context": {"device": {"id": "DEV-9"}},
+            "properties": {"device_id": "dev-9"},
+        },
+    ]
+    (landing / "events" / "e.jsonl").write_text(
+        "".join(json.dumps({**m, "timestamp": "2026-02-01T10:00:00Z"}) + "\n" for m in messages)
+    )
+    warehouse = tmp_path / "cdp.duckdb"
+    with connect(warehouse) as con:
+        load_landing(con, landing)
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("dbt")),
+            "build",
+            "--select",
+            "+identity_occurrences +identity_pairs",
+            "--target-path",
+            str(tmp_path / "target"),
+            "--log-path",
+            str(tmp_path / "logs"),
+        ],
+        cwd=DBT_PROJECT_DIR,
+        env={**os.environ, "CDP_WAREHOUSE": str(warehouse)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-5000:]
+    with duckdb.connect() as con:
+        con.execute(f"attach '{warehouse}' as warehouse (read_only)")
+        occurrences = con.execute(
+            "select record_id, identifier_type, identifier_value "
+            "from warehouse.identity.identity_occurrences order by all"
+        ).fetchall()
+        pairs = con.execute(
+            "select record_key, a_type, a_value, b_type, b_value "
+            "from warehouse.identity.identity_pairs order by all"
+        ).fetchall()
+    device = [("p1", "device_id", "dev-9")] if device_sources else []
+    assert occurrences == [
+        ("a1", "anonymous_id", "anon-1"),
+        ("a1", "user_id", "u1"),
+        ("a2", "anonymous_id", "anon-2"),
+        ("a2", "user_id", "u2"),
+        ("p1", "anonymous_id", "anon-3"),
+        *device,
+    ]
+    assert pairs == [
+        ("event:a1", "anonymous_id", "anon-1", "user_id", "u1"),
+        ("event:a2", "anonymous_id", "anon-2", "user_id", "u2"),
+        *([("event:p1", "anonymous_id", "anon-3", "device_id", "dev-9")] if device_sources else []),
+    ]

@@ -116,6 +116,8 @@ null
 {%- endfor -%}
 {%- endfor -%}
 {%- set json_roots = event_fields | map(attribute=1) | unique | sort | list -%}
+{#- The types of a message's identifier sources but previousId (user_id or anonymous_id). -#}
+{%- set source_types = ['user_id', 'anonymous_id', 'email', 'phone'] + (event_fields | map(attribute=0) | list) -%}
 contacts as (
     select * from {{ ref('stg_crm__contacts') }}
     {%- if is_incremental() %}
@@ -173,21 +175,21 @@ contact_identifiers as (
         _source_line as source_line,
         coalesce(created_at, _loaded_at) as seen_at,
         _loaded_at,
-        list_distinct(list_filter(
+        list_filter(
             [
                 {{ identifier_entry(rules, 'crm_contact_id', 'contact_id') }},
                 {{ identifier_entry(rules, 'email', 'email_raw::varchar') }},
                 {{ identifier_entry(rules, 'phone', 'phone_raw::varchar') }},
             ],
             lambda i: i.identifier_value is not null
-        )) as identifiers,
+        ) as identifiers,  -- three types: never a repeat
     from contacts
 ),
 
 -- An alias's previousId is usually an anonymous id; it is a user id when some message uses
 -- it as one. Extra sources from the rules (event_fields: traits.x, context.x.y,
 -- properties.x) are read as strings from the message's JSON.
-message_identifiers as (
+message_identifier_lists as (
     select
         'event:' || m.message_id as record_key,
         'event' as record_source,
@@ -196,7 +198,8 @@ message_identifiers as (
         m._source_line as source_line,
         m.event_at as seen_at,
         m._loaded_at,
-        list_distinct(list_filter(
+        m.previous_id,
+        list_filter(
             [
                 {{ identifier_entry(rules, 'user_id', 'm.user_id') }},
                 {{ identifier_entry(rules, 'anonymous_id', 'm.anonymous_id') }},
@@ -212,9 +215,24 @@ message_identifiers as (
                 {%- endfor %}
             ],
             lambda i: i.identifier_value is not null
-        )) as identifiers,
+        ) as identifiers,
     from messages as m
     left join known_user_ids as u on m.previous_id = u.user_id
+),
+
+-- A list names an identifier once. Its sources other than previousId are of distinct types,
+-- unless the rules read a type from several sources, so only an alias (previousId set) can
+-- name one twice, and only its list is made distinct: at a million customers the lists of
+-- every message took 10.7 s (21.3 s CPU) made distinct and 4.6 s (9.2 s CPU) not.
+message_identifiers as (
+    select
+        * exclude (previous_id, identifiers),
+        {%- if source_types | length == source_types | unique | list | length %}
+        case when previous_id is null then identifiers else list_distinct(identifiers) end
+        {%- else %}
+        list_distinct(identifiers)
+        {%- endif %} as identifiers,
+    from message_identifier_lists
 ),
 
 records as {{ 'materialized ' if materialize_records else '' }}(
