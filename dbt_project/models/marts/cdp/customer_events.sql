@@ -49,7 +49,7 @@ messages as (
 -- A full build reads every message twice, the narrow columns for the sessions and all of them
 -- for the rows, rather than keeping every keyed row (JSON columns included) to read it back:
 -- at a million customers the query took 33.5-36.9 s (66-72 s CPU) so, against 60.7-63.9 s
--- (89-120 s CPU) with DuckDB's materialized CTE, the same rows and peak memory.
+-- (89-120 s CPU) with DuckDB's materialized CTE; the same rows, peak RSS 9.42 against 9.67 GiB.
 messages as not materialized (
     select * from {{ ref('stg_events__messages') }}
 ),
