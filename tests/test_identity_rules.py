@@ -19,6 +19,39 @@ RULES = DBT_PROJECT_DIR / "identity_rules.yml"
 loader = identifiers.rules_module()
 
 
+def build(tmp_path: Path, landing: Path, messages: list[dict], select: str, env: dict) -> Path:
+    """Write `messages` (all at one time) to landing/events, load the landing into a new
+    warehouse and `dbt build --select select` it; returns the warehouse."""
+    (landing / "events").mkdir(parents=True, exist_ok=True)
+    (landing / "events" / "e.jsonl").write_text(
+        "".join(json.dumps({**m, "timestamp": "2026-02-01T10:00:00Z"}) + "\n" for m in messages)
+    )
+    warehouse = tmp_path / "cdp.duckdb"
+    with connect(warehouse) as con:
+        load_landing(con, landing)
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("dbt")),
+            "build",
+            "--select",
+            select,
+            "--indirect-selection",
+            "cautious",
+            "--target-path",
+            str(tmp_path / "target"),
+            "--log-path",
+            str(tmp_path / "logs"),
+        ],
+        cwd=DBT_PROJECT_DIR,
+        env={**os.environ, "CDP_WAREHOUSE": str(warehouse), **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-5000:]
+    return warehouse
+
+
 def test_the_shipped_rules_hold_the_documented_defaults():
     rules = loader.load_rules(RULES)
     assert list(rules.identifier_types) == [
@@ -203,32 +236,13 @@ def test_the_rules_file_drives_the_dbt_models(tmp_path, uk_rules):
             "traits": {"phone": "020 7946 0958"},
         },
     ]
-    (landing / "events" / "e.jsonl").write_text(
-        "".join(json.dumps({**m, "timestamp": "2026-02-01T10:00:00Z"}) + "\n" for m in messages)
+    warehouse = build(
+        tmp_path,
+        landing,
+        messages,
+        "+identifiers_held_out +customer_identifiers",
+        {"CDP_IDENTITY_RULES": str(uk_rules)},
     )
-    warehouse = tmp_path / "cdp.duckdb"
-    with connect(warehouse) as con:
-        load_landing(con, landing)
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("dbt")),
-            "build",
-            "--select",
-            "+identifiers_held_out +customer_identifiers",
-            "--indirect-selection",
-            "cautious",
-            "--target-path",
-            str(tmp_path / "target"),
-            "--log-path",
-            str(tmp_path / "logs"),
-        ],
-        cwd=DBT_PROJECT_DIR,
-        env={**os.environ, "CDP_WAREHOUSE": str(warehouse), "CDP_IDENTITY_RULES": str(uk_rules)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-5000:]
     with duckdb.connect() as con:
         con.execute(f"attach '{warehouse}' as warehouse (read_only)")
         con.execute("use warehouse")
@@ -274,8 +288,6 @@ def test_a_record_names_each_identifier_once(tmp_path, monkeypatch, device_sourc
     rules = tmp_path / "rules.yml"
     rules.write_text(text)
     monkeypatch.setenv("CDP_IDENTITY_RULES", str(rules))
-    landing = tmp_path / "landing"
-    (landing / "events").mkdir(parents=True)
     messages = [
         {
             "type": "alias",
@@ -299,30 +311,9 @@ def test_a_record_names_each_identifier_once(tmp_path, monkeypatch, device_sourc
             "properties": {"device_id": "dev-9"},
         },
     ]
-    (landing / "events" / "e.jsonl").write_text(
-        "".join(json.dumps({**m, "timestamp": "2026-02-01T10:00:00Z"}) + "\n" for m in messages)
+    warehouse = build(
+        tmp_path, tmp_path / "landing", messages, "+identity_occurrences +identity_pairs", {}
     )
-    warehouse = tmp_path / "cdp.duckdb"
-    with connect(warehouse) as con:
-        load_landing(con, landing)
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("dbt")),
-            "build",
-            "--select",
-            "+identity_occurrences +identity_pairs",
-            "--target-path",
-            str(tmp_path / "target"),
-            "--log-path",
-            str(tmp_path / "logs"),
-        ],
-        cwd=DBT_PROJECT_DIR,
-        env={**os.environ, "CDP_WAREHOUSE": str(warehouse)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-5000:]
     with duckdb.connect() as con:
         con.execute(f"attach '{warehouse}' as warehouse (read_only)")
         occurrences = con.execute(

@@ -116,8 +116,12 @@ null
 {%- endfor -%}
 {%- endfor -%}
 {%- set json_roots = event_fields | map(attribute=1) | unique | sort | list -%}
-{#- The types of a message's identifier sources but previousId (user_id or anonymous_id). -#}
-{%- set source_types = ['user_id', 'anonymous_id', 'email', 'phone'] + (event_fields | map(attribute=0) | list) -%}
+{#- A message's identifier sources but previousId (a user_id or an anonymous_id): (type, SQL). -#}
+{%- set message_sources = [('user_id', 'm.user_id'), ('anonymous_id', 'm.anonymous_id'), ('email', 'm.email'), ('phone', 'm.phone')] -%}
+{%- for identifier_type, json_column, json_path in event_fields -%}
+{%- do message_sources.append((identifier_type, "json_extract_string(m." ~ json_column ~ ", '" ~ json_path | replace("'", "''") ~ "')")) -%}
+{%- endfor -%}
+{%- set source_types = message_sources | map(attribute=0) | list -%}
 contacts as (
     select * from {{ ref('stg_crm__contacts') }}
     {%- if is_incremental() %}
@@ -201,17 +205,13 @@ message_identifier_lists as (
         m.previous_id,
         list_filter(
             [
-                {{ identifier_entry(rules, 'user_id', 'm.user_id') }},
-                {{ identifier_entry(rules, 'anonymous_id', 'm.anonymous_id') }},
                 case
                     when u.user_id is not null
                     then {{ identifier_entry(rules, 'user_id', 'm.previous_id') }}
                     else {{ identifier_entry(rules, 'anonymous_id', 'm.previous_id') }}
                 end,
-                {{ identifier_entry(rules, 'email', 'm.email') }},
-                {{ identifier_entry(rules, 'phone', 'm.phone') }},
-                {%- for identifier_type, json_column, json_path in event_fields %}
-                {{ identifier_entry(rules, identifier_type, "json_extract_string(m." ~ json_column ~ ", '" ~ json_path | replace("'", "''") ~ "')") }},
+                {%- for identifier_type, value in message_sources %}
+                {{ identifier_entry(rules, identifier_type, value) }},
                 {%- endfor %}
             ],
             lambda i: i.identifier_value is not null
