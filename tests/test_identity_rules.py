@@ -317,20 +317,20 @@ def test_a_record_names_each_identifier_once(tmp_path, monkeypatch, device_sourc
     with duckdb.connect() as con:
         con.execute(f"attach '{warehouse}' as warehouse (read_only)")
         occurrences = con.execute(
-            "select record_id, identifier_type, identifier_value "
+            "select record_key, identifier_type, identifier_value "
             "from warehouse.identity.identity_occurrences order by all"
         ).fetchall()
         pairs = con.execute(
             "select record_key, a_type, a_value, b_type, b_value "
             "from warehouse.identity.identity_pairs order by all"
         ).fetchall()
-    device = [("p1", "device_id", "dev-9")] if device_sources else []
+    device = [("event:p1", "device_id", "dev-9")] if device_sources else []
     assert occurrences == [
-        ("a1", "anonymous_id", "anon-1"),
-        ("a1", "user_id", "u1"),
-        ("a2", "anonymous_id", "anon-2"),
-        ("a2", "user_id", "u2"),
-        ("p1", "anonymous_id", "anon-3"),
+        ("event:a1", "anonymous_id", "anon-1"),
+        ("event:a1", "user_id", "u1"),
+        ("event:a2", "anonymous_id", "anon-2"),
+        ("event:a2", "user_id", "u2"),
+        ("event:p1", "anonymous_id", "anon-3"),
         *device,
     ]
     assert pairs == [

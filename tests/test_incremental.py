@@ -242,14 +242,15 @@ def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: 
     assert len(late_copy) == 1 and late_copy[0][0] != "anon-late-copy", late_copy
     assert not late_copy[0][1].endswith("late-2.jsonl"), late_copy
     contact_identifiers = con.execute(
-        "select record_id, identifier_type, identifier_value from identity.identity_occurrences "
-        "where record_id in ('990000002', '990000003') and identifier_type in ('email', 'phone') "
-        "order by all"
+        "select record_key, identifier_type, identifier_value "
+        "from identity.identity_occurrences "
+        "where record_key in ('crm_contact:990000002', 'crm_contact:990000003') "
+        "and identifier_type in ('email', 'phone') order by all"
     ).fetchall()
     assert contact_identifiers == [
-        ("990000002", "email", f"bo.moved@{DOMAIN}"),
-        ("990000002", "phone", "+14155550142"),
-        ("990000003", "email", "late@crafted-mail.net"),
+        ("crm_contact:990000002", "email", f"bo.moved@{DOMAIN}"),
+        ("crm_contact:990000002", "phone", "+14155550142"),
+        ("crm_contact:990000003", "email", "late@crafted-mail.net"),
     ]
     # The alias's previousId is a user id now (a later message used it as one).
     typed = con.execute(
@@ -364,25 +365,37 @@ def test_a_warehouse_built_before_incremental_models_is_rebuilt_not_broken(
 def test_a_staging_table_with_a_column_no_longer_staged_is_rebuilt(
     two_runs: TwoRuns, tmp_path: Path
 ):
-    """Staging once copied each message's context; a table built then is rebuilt without it
-    (an incremental model fails on a schema change), with every message, not emptied."""
+    """Staging once copied each message's context, and identity_occurrences each record's id
+    beside its key; a table built then is rebuilt without the column (an incremental model
+    fails on a schema change), with every row, not emptied."""
     warehouse = tmp_path / "cdp.duckdb"
     shutil.copyfile(two_runs.warehouse, warehouse)
     con = duckdb.connect(str(warehouse))
     staged = con.execute("select count(*) from staging.stg_events__messages").fetchone()[0]
+    occurrences = "select * from identity.identity_occurrences"
+    occurred = con.execute(occurrences).fetchall()
     con.execute("alter table staging.stg_events__messages add column context json")
+    con.execute("alter table identity.identity_occurrences add column record_id varchar")
     con.close()
     result = dbt("build", warehouse=warehouse, target=tmp_path / "target")
     assert result.returncode == 0, result.stdout[-4000:]
     con = duckdb.connect(str(warehouse), read_only=True)
-    columns = [
-        row[0]
-        for row in con.execute(
-            "select column_name from duckdb_columns() where schema_name = 'staging' "
-            "and table_name = 'stg_events__messages'"
-        ).fetchall()
-    ]
-    assert "context" not in columns and "message_id" in columns
+
+    def columns(schema: str, table: str) -> list[str]:
+        return [
+            row[0]
+            for row in con.execute(
+                "select column_name from duckdb_columns() where schema_name = ? and table_name = ?",
+                [schema, table],
+            ).fetchall()
+        ]
+
+    assert "context" not in columns("staging", "stg_events__messages")
+    assert "message_id" in columns("staging", "stg_events__messages")
+    assert "record_id" not in columns("identity", "identity_occurrences")
+    # Rebuilt with the same rows, though the pre-hook emptied it (the run wrote them again).
+    assert sorted(con.execute(occurrences).fetchall(), key=repr) == sorted(occurred, key=repr)
+    assert len(occurred) > 1000
     distinct_ids = con.execute("select count(distinct message_id) from raw.events").fetchone()[0]
     assert con.execute("select count(*) from staging.stg_events__messages").fetchone()[0] == (
         staged

@@ -16,10 +16,10 @@
     unique_key='record_key',
     on_schema_change='fail',
     pre_hook=[
-        "{{ rebuild_if_columns_changed(added={'_loaded_at': 'timestamptz', 'rules_version': 'varchar'}) }}",
+        "{{ rebuild_if_columns_changed(added={'_loaded_at': 'timestamptz', 'rules_version': 'varchar'}, removed=['record_id']) }}",
         "{{ rebuild_if_raw_events_removed(identity_event_watermark()) }}",
         "{{ identity_delete_stale_rows() }}",
-        "{% if is_incremental() %}delete from {{ this }} where record_source = 'event' and record_id in (select message_id from {{ ref('stg_events__messages') }} where _loaded_at > {{ identity_event_watermark() }}){% endif %}",
+        "{% if is_incremental() %}delete from {{ this }} where record_key in (select 'event:' || message_id from {{ ref('stg_events__messages') }} where _loaded_at > {{ identity_event_watermark() }}){% endif %}",
     ],
     post_hook=["{{ fail_on_repeated_keys(['record_key', 'identifier_type', 'identifier_value']) }}"],
 ) }}
@@ -38,7 +38,6 @@ final as (
     select
         record_key,
         record_source,
-        record_id,
         source_file,
         source_line,
         seen_at,
