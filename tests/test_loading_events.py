@@ -3,6 +3,7 @@
 import gzip
 import hashlib
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from orchestration.loading import events as events_module
 from orchestration.loading import landing as landing_module
 from orchestration.loading import load_landing
+from orchestration.warehouse import connect
 from tests.conftest import rows
 
 
@@ -223,11 +225,19 @@ def test_a_long_file_reports_a_progress_bar(con, landing, monkeypatch):
     monkeypatch.setattr(events_module, "BLOCK_BYTES", 16_384)
     monkeypatch.setattr(landing_module, "PROGRESS_SECONDS", 0.0)
     lines: list[str] = []
+    threads: set[str] = set()
 
-    load_landing(con, landing, progress=lines.append)
+    def say(line: str) -> None:
+        lines.append(line)
+        threads.add(threading.current_thread().name)
+
+    load_landing(con, landing, progress=say)
 
     bars = [line for line in lines if line.startswith("events/big.jsonl [")]
     assert len(bars) >= 5
+    # The file loads on a thread of its own; its lines are said on the caller's thread
+    # (a Dagster step's log is written from the step's thread).
+    assert threads == {threading.current_thread().name}
     size = f"{big.stat().st_size / 1e6:.1f} MB"
     assert bars[-1].startswith(f"events/big.jsonl [####################] 100% of {size}")
     assert lines[-1].startswith("events/big.jsonl: ")
@@ -264,3 +274,85 @@ def test_a_new_file_is_hashed_while_it_loads_and_a_copy_found_then_loads_nothing
     again = load_landing(con, landing)
 
     assert [f.status for f in again.files] == ["unchanged"] * 3
+
+
+def test_two_new_event_files_load_at_the_same_time_and_are_reported_in_order(
+    tmp_path, landing, monkeypatch
+):
+    """b.jsonl starts loading while a.jsonl is still loading (a's load waits for b's to begin,
+    so one file after another would stop here), and the report keeps the files' order. The
+    connection is the pipeline's: the warehouse file attached to an in-memory database."""
+    con = connect(tmp_path / "cdp.duckdb")
+    b_started = threading.Event()
+    load_events = landing_module.load_events
+
+    def load_in_turn(cursor, path, *args):
+        if path.name == "a.jsonl":
+            assert b_started.wait(timeout=60), "b.jsonl did not start while a.jsonl loaded"
+        else:
+            b_started.set()
+        return load_events(cursor, path, *args)
+
+    monkeypatch.setattr(landing_module, "load_events", load_in_turn)
+    for name in ("a", "b", "c"):
+        write_lines(landing / "events" / f"{name}.jsonl", [event_line(f"{name}1")])
+
+    report = load_landing(con, landing)
+
+    assert [(f.path.name, f.status, f.rows_loaded) for f in report.files] == [
+        ("a.jsonl", "loaded", 1),
+        ("b.jsonl", "loaded", 1),
+        ("c.jsonl", "loaded", 1),
+    ]
+    assert rows(con, "SELECT message_id FROM raw.events ORDER BY 1") == [("a1",), ("b1",), ("c1",)]
+
+
+def test_a_file_that_fails_keeps_the_files_before_it_and_rolls_back_those_after_it(
+    con, landing, monkeypatch
+):
+    """a.jsonl is committed; b.jsonl fails while c.jsonl loads beside it: neither has rows or
+    a raw.loaded_files row, the database-wide settings are restored, and the next run loads
+    both."""
+    load_events = landing_module.load_events
+    c_loaded = threading.Event()
+
+    def failing_b(cursor, path, *args):
+        if path.name == "b.jsonl":
+            assert c_loaded.wait(timeout=60), "c.jsonl did not load while b.jsonl did"
+            raise RuntimeError("the disk went away")
+        counts = load_events(cursor, path, *args)
+        if path.name == "c.jsonl":
+            c_loaded.set()
+        return counts
+
+    monkeypatch.setattr(landing_module, "load_events", failing_b)
+    for name in ("a", "b", "c"):
+        write_lines(landing / "events" / f"{name}.jsonl", [event_line(f"{name}1")])
+    order = rows(con, "SELECT current_setting('preserve_insertion_order')")
+
+    with pytest.raises(RuntimeError, match="the disk went away"):
+        load_landing(con, landing)
+
+    assert rows(con, "SELECT message_id FROM raw.events") == [("a1",)]
+    assert [Path(p).name for (p,) in rows(con, "SELECT file_path FROM raw.loaded_files")] == [
+        "a.jsonl"
+    ]
+    assert rows(con, "SELECT current_setting('preserve_insertion_order')") == order
+    monkeypatch.setattr(landing_module, "load_events", load_events)
+    again = load_landing(con, landing)
+    assert [(f.path.name, f.status) for f in again.files] == [
+        ("a.jsonl", "unchanged"),
+        ("b.jsonl", "loaded"),
+        ("c.jsonl", "loaded"),
+    ]
+    assert rows(con, "SELECT message_id FROM raw.events ORDER BY 1") == [("a1",), ("b1",), ("c1",)]
+
+
+def event_line(message_id: str) -> dict:
+    return {
+        "type": "track",
+        "event": "Product Added",
+        "messageId": message_id,
+        "userId": "u1",
+        "timestamp": "2026-01-01T00:00:00Z",
+    }

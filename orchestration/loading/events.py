@@ -29,6 +29,7 @@ import codecs
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -462,6 +463,27 @@ _FUNCTIONS = (
 # -------------------------------------------------------------------------- loading
 
 
+@contextmanager
+def event_loading(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Prepare the database for ``load_events`` on ``con`` and its cursors, and undo it after.
+
+    It registers the Python helpers the SQL calls, and it turns off the global
+    ``preserve_insertion_order``: lines keep their number in ``_source_line``, so DuckDB may
+    append them in any order, which lets it insert with all its threads. Both are
+    database-wide, so they are set once for all the files loaded at the same time.
+    """
+    for name, function, parameters, returns in _FUNCTIONS:
+        con.create_function(name, function, parameters, returns, side_effects=False)
+    order = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
+    con.execute("SET preserve_insertion_order = false")
+    try:
+        yield
+    finally:
+        con.execute(f"SET preserve_insertion_order = {order}")
+        for name, *_rest in _FUNCTIONS:
+            con.remove_function(name)
+
+
 def load_events(
     con: duckdb.DuckDBPyConnection,
     path: Path,
@@ -469,22 +491,15 @@ def load_events(
     on_block: Callable[[int], None] | None = None,
     fingerprint: Fingerprint | None = None,
 ) -> tuple[int, int, int]:
-    """Load one JSON Lines file (inside the caller's transaction).
+    """Load one JSON Lines file (inside the caller's transaction, within ``event_loading``).
 
     Returns (rows read, loaded, rejected); blank lines are neither. ``on_block`` is called
     with the position reached in the stored file after each block. ``fingerprint`` (if
     given) receives the file's stored bytes as they are read.
     """
     source = str(path)
-    for name, function, parameters, returns in _FUNCTIONS:
-        con.create_function(name, function, parameters, returns, side_effects=False)
-    settings = con.execute(
-        "SELECT current_setting('TimeZone'), current_setting('preserve_insertion_order')"
-    ).fetchall()[0]
-    con.execute("SET TimeZone = 'UTC'")  # a timestamp without offset is UTC
-    # Lines keep their number in _source_line; DuckDB may append them in any order, which
-    # lets it insert with all its threads.
-    con.execute("SET preserve_insertion_order = false")
+    zone = con.execute("SELECT current_setting('TimeZone')").fetchall()[0][0]
+    con.execute("SET TimeZone = 'UTC'")  # a timestamp without offset is UTC (this session only)
     loaded = rejected = 0
     try:
         blocks = line_blocks(path, BLOCK_BYTES, fingerprint, reuse=_PREFETCH + 2)
@@ -505,8 +520,5 @@ def load_events(
             if on_block is not None:
                 on_block(block.position)
     finally:
-        con.execute(f"SET TimeZone = '{settings[0]}'")
-        con.execute(f"SET preserve_insertion_order = {settings[1]}")
-        for name, *_rest in _FUNCTIONS:
-            con.remove_function(name)
+        con.execute(f"SET TimeZone = '{zone}'")
     return loaded + rejected, loaded, rejected
