@@ -2,10 +2,10 @@
 
 Every file is loaded in one transaction: its rows, its rejected rows and its
 ``raw.loaded_files`` row are committed together or not at all. Event files new to their path
-load two at a time, and are committed in the files' order (``_load_files``). Files are identified by
-their absolute path and the sha256 of their bytes as stored (compressed bytes for ``.gz``;
-an event file new to its path is hashed while it loads),
-which makes a second run over the same landing directory a no-op. For CRM files the
+load two at a time, and are committed in the files' order (``_load_files``). Files are
+identified by their absolute path and the sha256 of their bytes as stored (compressed bytes
+for ``.gz``; an event file new to its path is hashed while it loads), which makes a second
+run over the same landing directory a no-op. For CRM files the
 fingerprint of the mappings (presets and ``crm/mapping.yml``) counts too: a changed
 mapping loads the CRM files again. ``load_landing`` opens and commits those transactions
 itself, so the connection must not be inside one.
