@@ -23,6 +23,7 @@ from orchestration.warehouse import connect
 
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 EARLIEST_EVENT = datetime(2000, 1, 1, tzinfo=UTC)
+_ACCEPTED_TYPES = ", ".join(f"'{t}'" for t in MESSAGE_TYPES)
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class Rule:
 @dataclass(frozen=True)
 class Suite:
     table: str
-    query: str  # the columns validated (one row per raw row)
+    query: str  # the columns validated (one row per raw row), from the rows named validated
     rules: tuple[Rule, ...]
 
 
@@ -50,14 +51,19 @@ def suites(now: datetime) -> dict[str, Suite]:
     by_table = {
         "raw.events": Suite(
             "raw.events",
-            # Whether each message id is present and unique is computed here, over the rows
-            # validated: at 1M customers pandas took 16.7 s to find the repeats among 19M ids
-            # (ExpectColumnValuesToBeUnique), and fetching the ids another 6.7 s.
+            # Whether each message id is present and unique, and the type accepted, are
+            # computed here, over the rows validated: at 1M customers pandas took 16.7 s to
+            # find the repeats among 19M ids (ExpectColumnValuesToBeUnique), and fetching the
+            # ids another 6.7 s. The repeated ids are grouped first: a window counting every
+            # id took 3.8-4.6 s against 2.6-2.8 s. Only counts are reported, so the type's
+            # text is not fetched.
             "SELECT message_id IS NOT NULL AS has_message_id, "
-            "count(*) OVER (PARTITION BY message_id) = 1 AS message_id_is_unique, "
-            "type, event_at, "
+            "message_id NOT IN (SELECT message_id FROM validated WHERE message_id IS NOT NULL "
+            "GROUP BY message_id HAVING count(*) > 1) AS message_id_is_unique, "
+            f"type IN ({_ACCEPTED_TYPES}) AS has_accepted_type, "
+            "event_at, "
             "user_id IS NOT NULL OR anonymous_id IS NOT NULL AS has_user_or_anonymous_id, "
-            "traits->>'email' AS trait_email FROM raw.events",
+            "traits->>'email' AS trait_email FROM validated",
             (
                 Rule(
                     "message_id is present",
@@ -69,7 +75,7 @@ def suites(now: datetime) -> dict[str, Suite]:
                     "type is an accepted message type",
                     "critical",
                     "ExpectColumnValuesToBeInSet",
-                    {"column": "type", "value_set": list(MESSAGE_TYPES)},
+                    {"column": "has_accepted_type", "value_set": [True]},
                 ),
                 Rule(
                     "userId or anonymousId is present",
@@ -103,7 +109,7 @@ def suites(now: datetime) -> dict[str, Suite]:
         ),
         "raw.crm_contacts": Suite(
             "raw.crm_contacts",
-            "SELECT record_id, nullif(trim(email), '') AS email FROM raw.crm_contacts",
+            "SELECT record_id, nullif(trim(email), '') AS email FROM validated",
             (
                 record_id,
                 Rule(
@@ -124,7 +130,7 @@ def suites(now: datetime) -> dict[str, Suite]:
     }
     for kind in ("companies", "deals", "tickets"):
         table = RAW_TABLES[kind]
-        by_table[table] = Suite(table, f"SELECT record_id FROM {table}", (record_id,))
+        by_table[table] = Suite(table, "SELECT record_id FROM validated", (record_id,))
     return by_table
 
 
@@ -146,10 +152,13 @@ class Outcome:
 
 
 def suite_rows(con, suite: Suite, loaded_since: datetime | None = None) -> pd.DataFrame:
-    """The columns a suite validates, of the rows loaded at or after ``loaded_since`` (or all)."""
-    if loaded_since is None:
-        return con.execute(suite.query).df()
-    return con.execute(f"{suite.query} WHERE _loaded_at >= ?", [loaded_since]).df()
+    """The columns a suite validates, of the rows loaded at or after ``loaded_since`` (or all):
+    its query reads them as ``validated``."""
+    where = "" if loaded_since is None else " WHERE _loaded_at >= $since"
+    return con.execute(
+        f"WITH validated AS NOT MATERIALIZED (SELECT * FROM {suite.table}{where}) {suite.query}",
+        {} if loaded_since is None else {"since": loaded_since},
+    ).df()
 
 
 def validate(con, suite: Suite, frame: pd.DataFrame | None = None) -> list[Outcome]:

@@ -13,7 +13,7 @@ import pytest
 
 from orchestration.assets.raw import raw_tables
 from orchestration.checks import CHECK_NAME, check_result, raw_data_quality
-from orchestration.expectations import suites, validate
+from orchestration.expectations import suite_rows, suites, validate
 from orchestration.loading import load_landing
 from orchestration.resources import CdpPaths
 from tests.conftest import run_cdp
@@ -84,6 +84,33 @@ def test_each_suite_reports_every_expectation_with_its_counts(tmp_path):
         "email looks like an email address": (False, 1, 3),
     }
     assert tickets == {"record_id is present": (True, 0, 0)}
+
+
+def test_the_event_suite_counts_only_the_rows_loaded_since_and_finds_an_unknown_type(tmp_path):
+    """A row written into raw.events by hand with an unknown type fails the critical type
+    rule; of the rows loaded since a time, only those are validated: a message id repeated
+    among them is counted, one repeated only with an older row is not."""
+    landing = build_landing(tmp_path / "landing", ["a@example.com"])
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        load_landing(con, landing)
+        since = con.execute("SELECT max(_loaded_at) + INTERVAL 1 SECOND FROM raw.events")
+        since = since.fetchone()[0]
+        con.execute(
+            "INSERT INTO raw.events (message_id, type, user_id, event_at, _source_file, "
+            "_source_line, _loaded_at) VALUES "
+            "('m1', 'track', 'u1', now(), 'by-hand', 1, $at), "  # repeats an older row's id
+            "('m9', 'bogus', 'u1', now(), 'by-hand', 2, $at), "
+            "('m9', 'track', 'u1', now(), 'by-hand', 3, $at)",
+            {"at": since},
+        )
+        suite = suites(datetime.now(UTC))["raw.events"]
+        outcomes = {
+            o.rule.says: (o.success, o.unexpected, o.checked)
+            for o in validate(con, suite, suite_rows(con, suite, since))
+        }
+
+    assert outcomes["type is an accepted message type"] == (False, 1, 3)
+    assert outcomes["message_id is unique (duplicates are removed in staging)"] == (False, 2, 3)
 
 
 def test_a_failed_critical_expectation_is_an_error_and_warnings_alone_are_a_warn(tmp_path):
