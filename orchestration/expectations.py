@@ -18,12 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestration.loading.schema import MESSAGE_TYPES, RAW_TABLES
+from orchestration.loading.schema import MESSAGE_TYPES_SQL, RAW_TABLES
 from orchestration.warehouse import connect
 
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 EARLIEST_EVENT = datetime(2000, 1, 1, tzinfo=UTC)
-_ACCEPTED_TYPES = ", ".join(f"'{t}'" for t in MESSAGE_TYPES)
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,7 @@ def suites(now: datetime) -> dict[str, Suite]:
             "SELECT message_id IS NOT NULL AS has_message_id, "
             "message_id NOT IN (SELECT message_id FROM validated WHERE message_id IS NOT NULL "
             "GROUP BY message_id HAVING count(*) > 1) AS message_id_is_unique, "
-            f"type IN ({_ACCEPTED_TYPES}) AS has_accepted_type, "
+            f"type IN ({MESSAGE_TYPES_SQL}) AS has_accepted_type, "
             "event_at, "
             "user_id IS NOT NULL OR anonymous_id IS NOT NULL AS has_user_or_anonymous_id, "
             "traits->>'email' AS trait_email FROM validated",

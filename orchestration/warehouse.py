@@ -40,6 +40,20 @@ def connect(warehouse: Path) -> duckdb.DuckDBPyConnection:
         raise
 
 
+def cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """A new connection to the database of ``con`` (for another thread), in its current
+    database and schema: a DuckDB cursor starts in the default one, the in-memory database,
+    not in the attached warehouse."""
+    database, schema = con.execute("SELECT current_database(), current_schema()").fetchall()[0]
+    new = con.cursor()
+    new.execute(f"USE {'.'.join(_identifier(name) for name in (database, schema))}")
+    return new
+
+
+def _identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def connect_published(warehouse: Path) -> duckdb.DuckDBPyConnection:
     """Open the published copy read-only; fails with a hint when nothing was published yet."""
     published = published_path(warehouse)

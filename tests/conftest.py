@@ -53,3 +53,16 @@ def con(tmp_path: Path):
 
 def rows(con, sql: str, params: list | None = None) -> list[tuple]:
     return con.execute(sql, params or []).fetchall()
+
+
+def event(message_id: str, **fields) -> dict:
+    """A track message with the required fields; a field given as None is left out."""
+    message = {
+        "messageId": message_id,
+        "type": "track",
+        "event": "Order Completed",
+        "anonymousId": "anon-1",
+        "timestamp": "2026-03-01T10:00:00Z",
+    }
+    message.update(fields)
+    return {k: v for k, v in message.items() if v is not None}

@@ -16,7 +16,7 @@ from orchestration.loading import FILE_KINDS, ensure_raw_schema, load_landing
 from orchestration.loading import events as events_module
 from orchestration.loading import files as files_module
 from orchestration.loading import landing as landing_module
-from tests.conftest import rows
+from tests.conftest import event, rows
 
 CONTACT_HEADER = "Record ID,First Name,Email,Create Date,Country/Region"
 
@@ -33,18 +33,6 @@ def write_events(path: Path, messages: list) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
     return path
-
-
-def event(message_id: str, **fields) -> dict:
-    message = {
-        "messageId": message_id,
-        "type": "track",
-        "event": "Order Completed",
-        "anonymousId": "anon-1",
-        "timestamp": "2026-03-01T10:00:00Z",
-    }
-    message.update(fields)
-    return {k: v for k, v in message.items() if v is not None}
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from orchestration.loading import events as events_module
 from orchestration.loading import landing as landing_module
 from orchestration.loading import load_landing
 from orchestration.warehouse import connect
-from tests.conftest import rows
+from tests.conftest import event, rows
 
 
 @pytest.fixture
@@ -295,7 +295,7 @@ def test_two_new_event_files_load_at_the_same_time_and_are_reported_in_order(
 
     monkeypatch.setattr(landing_module, "load_events", load_in_turn)
     for name in ("a", "b", "c"):
-        write_lines(landing / "events" / f"{name}.jsonl", [event_line(f"{name}1")])
+        write_lines(landing / "events" / f"{name}.jsonl", [event(f"{name}1")])
 
     report = load_landing(con, landing)
 
@@ -327,7 +327,7 @@ def test_a_file_that_fails_keeps_the_files_before_it_and_rolls_back_those_after_
 
     monkeypatch.setattr(landing_module, "load_events", failing_b)
     for name in ("a", "b", "c"):
-        write_lines(landing / "events" / f"{name}.jsonl", [event_line(f"{name}1")])
+        write_lines(landing / "events" / f"{name}.jsonl", [event(f"{name}1")])
     order = rows(con, "SELECT current_setting('preserve_insertion_order')")
 
     with pytest.raises(RuntimeError, match="the disk went away"):
@@ -346,13 +346,3 @@ def test_a_file_that_fails_keeps_the_files_before_it_and_rolls_back_those_after_
         ("c.jsonl", "loaded"),
     ]
     assert rows(con, "SELECT message_id FROM raw.events ORDER BY 1") == [("a1",), ("b1",), ("c1",)]
-
-
-def event_line(message_id: str) -> dict:
-    return {
-        "type": "track",
-        "event": "Product Added",
-        "messageId": message_id,
-        "userId": "u1",
-        "timestamp": "2026-01-01T00:00:00Z",
-    }

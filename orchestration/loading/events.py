@@ -41,7 +41,7 @@ import pyarrow as pa
 from duckdb.sqltypes import BLOB, VARCHAR
 
 from orchestration.loading.files import Fingerprint, UnreadableFile, binary_hint, open_binary
-from orchestration.loading.schema import MESSAGE_TYPES
+from orchestration.loading.schema import MESSAGE_TYPES_SQL
 
 BLOCK_BYTES = 32 << 20  # bytes of the file read per block (a line never spans two blocks)
 # Lines per Arrow record batch of a block. DuckDB scans an Arrow table one record batch per
@@ -239,7 +239,6 @@ _STRUCTURE = orjson.dumps(
         **dict.fromkeys(_OBJECT_FIELDS, "JSON"),
     }
 ).decode()
-_TYPES = ", ".join(f"'{t}'" for t in MESSAGE_TYPES)
 _WHITESPACE = r"'[ \t\n\r\x0b\x0c]*'"
 _NOT_UTF8 = "cdp_not_utf8_reason"
 _JSON_ERROR = "cdp_json_error"
@@ -310,7 +309,7 @@ def _reason() -> str:
         ("strict_error IS NOT NULL", "'invalid JSON: ' || strict_error"),
         ("NOT is_object", "'not a JSON object'"),
         ("type_text IS NULL", "'missing required field ''type'''"),
-        (f"type NOT IN ({_TYPES})", f"'unknown message type ' || {_shown('type_text')}"),
+        (f"type NOT IN ({MESSAGE_TYPES_SQL})", f"'unknown message type ' || {_shown('type_text')}"),
         _wrong_text_type("message_id"),
         ("message_id IS NULL", "'missing required field ''messageId'''"),
         (
@@ -364,7 +363,7 @@ parsed AS (
 ),
 fields AS (
     SELECT line, raw, text, m IS NOT NULL AS is_json, nullif(m.type, '') AS type_text,
-        CASE WHEN m.type IN ({_TYPES}) THEN m.type ELSE lower(trim(m.type)) END AS type,
+        CASE WHEN m.type IN ({MESSAGE_TYPES_SQL}) THEN m.type ELSE lower(trim(m.type)) END AS type,
         {text_fields}, {timestamp_texts}, {objects}
     FROM parsed
 ),

@@ -46,6 +46,7 @@ from orchestration.loading.files import (
 )
 from orchestration.loading.mappings import LANDING_MAPPING, CrmMappings, load_crm_mappings
 from orchestration.loading.schema import CRM_KINDS, FILE_KINDS, RAW_TABLES, ensure_raw_schema
+from orchestration.warehouse import cursor as warehouse_cursor
 
 LAYOUT_HELP = (
     "expected a landing directory containing crm/contacts*.csv, crm/companies*.csv, "
@@ -255,14 +256,9 @@ def _describe(result: FileLoad, name: str, root: Path) -> str:
 class _ProgressBar:
     """Reports how far a long file has come, at most every PROGRESS_SECONDS."""
 
-    def __init__(self, name: str, say: Callable[[str], None]) -> None:
-        self.name, self.say = name, say
+    def __init__(self, name: str, say: Callable[[str], None], total_bytes: int) -> None:
+        self.name, self.say, self.total = name, say, total_bytes
         self.started = self.last = time.monotonic()
-        self.total = 0
-
-    def start(self, total_bytes: int) -> None:
-        self.started = self.last = time.monotonic()
-        self.total = total_bytes
 
     def __call__(self, position: int) -> None:
         now = time.monotonic()
@@ -379,11 +375,10 @@ def _start_new_events(
     try:
         stat = os.stat(path)  # before reading: a file changed while it loads differs next run
     except OSError as exc:
-        return FileLoad(path, "events", "unreadable", error=os_error_message(path, exc))
+        return _unreadable(path, "events", exc)
     record = _stat_values(stat) if _settled(stat, time.time_ns()) else None
-    progress = _ProgressBar(_rel(path, landing_dir), say)
-    progress.start(stat.st_size)
-    cursor = _cursor(con)
+    progress = _ProgressBar(_rel(path, landing_dir), say, stat.st_size)
+    cursor = warehouse_cursor(con)
     read = Fingerprint()
 
     def load() -> tuple[int, int, int]:
@@ -397,16 +392,6 @@ def _start_new_events(
     return _Loading(path, cursor, pool.submit(load), read, record)
 
 
-def _cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
-    """A new connection to con's database, in con's current database and schema (a cursor
-    starts in the default one, and the warehouse is an attached file: warehouse.connect)."""
-    database, schema = con.execute("SELECT current_database(), current_schema()").fetchall()[0]
-    cursor = con.cursor()
-    quoted = ".".join('"' + name.replace('"', '""') + '"' for name in (database, schema))
-    cursor.execute(f"USE {quoted}")
-    return cursor
-
-
 def _finished(con: duckdb.DuckDBPyConnection, entry: FileLoad | _Loading) -> FileLoad:
     """Wait for a new event file's load and finish it: a copy of a file loaded earlier (under
     another path) is rolled back and recorded as a duplicate; otherwise commit."""
@@ -417,12 +402,8 @@ def _finished(con: duckdb.DuckDBPyConnection, entry: FileLoad | _Loading) -> Fil
     try:
         try:
             counts = entry.future.result()
-        except UnreadableFile as exc:
-            return FileLoad(entry.path, "events", "unreadable", error=str(exc))
-        except (OSError, *GZIP_ERRORS) as exc:
-            return FileLoad(
-                entry.path, "events", "unreadable", error=os_error_message(entry.path, exc)
-            )
+        except (UnreadableFile, OSError, *GZIP_ERRORS) as exc:
+            return _unreadable(entry.path, "events", exc)
         try:
             digest = entry.read.hexdigest()
             # con is in no transaction: it sees every file committed before this one
@@ -499,7 +480,7 @@ def _load_one(
         else:
             digest, size = fingerprint(path)
     except OSError as exc:
-        return FileLoad(path, kind, "unreadable", error=os_error_message(path, exc))
+        return _unreadable(path, kind, exc)
     original = _original(con, digest, size, source)
 
     same_bytes = previous is not None and previous[0] == digest
@@ -518,8 +499,7 @@ def _load_one(
     else:
         status = "replaced" if previous is not None else "loaded"
 
-    progress = _ProgressBar(_rel(path, landing_dir), say)
-    progress.start(size)
+    progress = _ProgressBar(_rel(path, landing_dir), say, size)
     con.begin()
     try:
         if previous is not None:
@@ -537,16 +517,20 @@ def _load_one(
             result.rows_read, result.rows_loaded, result.rows_rejected = counts
         _record(con, result, digest, mapping_hash, record)
         con.commit()
-    except UnreadableFile as exc:
+    except (UnreadableFile, OSError, *GZIP_ERRORS) as exc:
         con.rollback()
-        return FileLoad(path, kind, "unreadable", error=str(exc))
-    except (OSError, *GZIP_ERRORS) as exc:
-        con.rollback()
-        return FileLoad(path, kind, "unreadable", error=os_error_message(path, exc))
+        return _unreadable(path, kind, exc)
     except BaseException:
         con.rollback()
         raise
     return result
+
+
+def _unreadable(path: Path, kind: str, exc: BaseException) -> FileLoad:
+    """The load of a file that could not be read: UnreadableFile says why itself; an OS or
+    gzip error is worded with the path."""
+    error = str(exc) if isinstance(exc, UnreadableFile) else os_error_message(path, exc)
+    return FileLoad(path, kind, "unreadable", error=error)
 
 
 def _stat_values(stat: os.stat_result) -> tuple[int, int, int, int]:

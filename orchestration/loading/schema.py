@@ -14,6 +14,7 @@ RAW_TABLES = {
     "events": "raw.events",
 }
 MESSAGE_TYPES = ("identify", "track", "page", "screen", "alias", "group")
+MESSAGE_TYPES_SQL = ", ".join(f"'{t}'" for t in MESSAGE_TYPES)  # for SQL: type IN (...)
 
 # The columns of raw.crm_<kind> besides record_id and attributes: HubSpot's export headers,
 # snake-cased. The dbt staging models read them; a CRM mapping (orchestration/crm_mappings,
