@@ -7,7 +7,12 @@
 select 'event:' || message_id
 from {{ ref('stg_events__messages') }}
 where _loaded_at > {{ watermark }}
-    or previous_id in (
+union all
+select 'event:' || message_id
+from {{ ref('stg_events__messages') }}
+where previous_id is not null
+    and (_loaded_at > {{ watermark }}) is not true
+    and previous_id in (
         select user_id from {{ ref('stg_events__messages') }} where _loaded_at > {{ watermark }}
     )
 {%- endmacro %}
@@ -151,11 +156,20 @@ new_messages as (
     where _loaded_at > {{ watermark }}
 ),
 
+-- Two branches, not one OR: the first one's filter skips the row groups loaded before the
+-- watermark, and the second reads their other columns only where previous_id is set (the
+-- aliases). With one OR of two subqueries every staged message was read, JSON included: at a
+-- million customers, 1.1 s of identity_occurrences' query with nothing new, against 0.2 s.
 messages as (
     select *
     from all_messages
-    where message_id in (select message_id from new_messages)
-        or previous_id in (select user_id from new_messages)
+    where _loaded_at > {{ watermark }}
+    union all
+    select *
+    from all_messages
+    where previous_id is not null
+        and (_loaded_at > {{ watermark }}) is not true
+        and previous_id in (select user_id from new_messages)
 ),
 {% else %}
 messages as (
