@@ -12,9 +12,32 @@ contacts as (
     select * from {{ ref('stg_crm__contacts') }}
 ),
 
-events as (
+-- Read by each branch with the branch's filter, so that only the rows of that message type are
+-- read (an identify's traits, not every event's): at a million customers the query took
+-- 1.5-1.9 s so, against 3.6 s when DuckDB read every event once for all the branches.
+events as not materialized (
     select * from {{ ref('customer_events') }} where customer_id is not null
 ),
+{%- set trait_channels = [] %}
+{%- for channel, rules in channels.items() %}
+{%- if rules.unsubscribed_trait %}{% do trait_channels.append(channel) %}{% endif %}
+{%- endfor %}
+{%- if trait_channels %}
+
+-- Each channel's trait, taken from an identify's traits once (trait_1, trait_2...): DuckDB
+-- wrote the JSON lookup again in each test of the trait's value.
+identify_traits as materialized (
+    select
+        customer_id,
+        event_at,
+        message_id,
+        {%- for channel in trait_channels %}
+        traits ->> {{ sql_string(channels[channel].unsubscribed_trait) }} as trait_{{ loop.index }},
+        {%- endfor %}
+    from events
+    where message_type = 'identify'
+),
+{%- endif %}
 
 crm_signals as (
     select
@@ -47,17 +70,17 @@ event_signals as (
         and (event_name in {{ sql_in_list(rules.opt_in_events) }} or event_name in {{ sql_in_list(rules.opt_out_events) }})
     {%- if rules.unsubscribed_trait %}
     union all
+    {%- set trait = 'trait_' ~ (trait_channels.index(channel) + 1) %}
     select
         customer_id,
         '{{ channel }}' as channel,
-        not {{ parse_boolean("traits ->> " ~ sql_string(rules.unsubscribed_trait)) }} as is_opted_in,
+        not {{ parse_boolean(trait) }} as is_opted_in,
         event_at as signal_at,
         'event' as source,
-        'identify {{ rules.unsubscribed_trait }}: ' || (traits ->> {{ sql_string(rules.unsubscribed_trait) }}) as detail,
+        'identify {{ rules.unsubscribed_trait }}: ' || {{ trait }} as detail,
         message_id as record_id,
-    from events
-    where message_type = 'identify'
-        and {{ parse_boolean("traits ->> " ~ sql_string(rules.unsubscribed_trait)) }} is not null
+    from identify_traits
+    where {{ parse_boolean(trait) }} is not null
     {%- endif %}
     {% if not loop.last %}union all{% endif %}
     {%- endfor %}
