@@ -19,7 +19,7 @@ with mine as (
 nodes as (
     select i.node_id, i.identifier_type, i.identifier_value, r.customer_id
     from identity.identity_identifiers as i
-    inner join identity.identity_resolved as r
+    inner join cdp.customer_identifiers as r
         on i.identifier_type = r.identifier_type and i.identifier_value = r.identifier_value
     where i.node_id is not null
 ),

@@ -320,7 +320,8 @@ def test_a_warehouse_built_before_incremental_models_is_rebuilt_not_broken(
     two_runs: TwoRuns, tmp_path: Path
 ):
     """Tables an earlier version built (staging as a view, no watermark columns) are rebuilt
-    by the next run instead of failing it."""
+    by the next run instead of failing it, and a table it no longer builds
+    (identity.identity_resolved, now cdp.customer_identifiers) is dropped, not left stale."""
     warehouse = tmp_path / "cdp.duckdb"
     shutil.copyfile(two_runs.warehouse, warehouse)
     con = duckdb.connect(str(warehouse))
@@ -330,6 +331,7 @@ def test_a_warehouse_built_before_incremental_models_is_rebuilt_not_broken(
     ).fetchall()
     con.execute("drop table staging.stg_events__messages")
     con.execute("create view staging.stg_events__messages as select 1 as message_id")
+    con.execute("create table identity.identity_resolved as from cdp.cdp.customer_identifiers")
     for table, column in [
         ("identity.identity_occurrences", "_loaded_at"),
         ("identity.identity_occurrences", "rules_version"),
@@ -360,6 +362,9 @@ def test_a_warehouse_built_before_incremental_models_is_rebuilt_not_broken(
         profile_values.format("intermediate.int_customer_profile_values")
     ).fetchall()
     assert sorted(after, key=repr) == sorted(before, key=repr) and len(after) > 100
+    tables = con.execute("select schema_name || '.' || table_name from duckdb_tables()").fetchall()
+    assert ("identity.identity_resolved",) not in tables
+    assert ("cdp.customer_identifiers",) in tables
 
 
 def test_a_staging_table_with_a_column_no_longer_staged_is_rebuilt(

@@ -15,7 +15,7 @@ edges as (
 ),
 
 resolved as (
-    select * from {{ ref('identity_resolved') }}
+    select * from {{ ref('customer_identifiers') }}
 ),
 
 identifier_types as (

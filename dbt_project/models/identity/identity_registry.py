@@ -12,8 +12,8 @@ A new id is 'cus_' + the first 16 hex digits of md5('<type>:<value>') of the com
 earliest-seen identifier (salted with ':1', ':2'... if that id was ever used), so it is
 deterministic; stability comes from the registry: an identifier keeps the id it has, and
 "older" means created earlier, so late-arriving history never reshuffles ids.
-identity_resolved reads the latest row of every identifier; cdp.customer_merges lists the
-merges and splits.
+cdp.customer_identifiers reads the latest row of every identifier; cdp.customer_merges lists
+the merges and splits.
 """
 
 import hashlib
