@@ -241,6 +241,44 @@ def test_running_again_on_the_same_files_loads_nothing_and_sends_nothing(first_r
     assert last == [(0, 0, 0)]
 
 
+def test_the_next_run_reuses_the_parse_of_the_project(first_run, second_run, tmp_path):
+    """A run keeps dbt's parse state (partial_parse.msgpack) for the next one. It is parsed
+    with the run's profile (the warehouse path), so a dbt invocation with the same profile
+    and unchanged files skips parsing. The state of a parse with another profile (the start-up
+    `dbt parse` of `make run` or of `dagster dev`, with no warehouse path set) made every such
+    run parse the whole project again."""
+    import os
+    import subprocess
+
+    from orchestration.project import DBT_EXECUTABLE
+
+    project = Path(__file__).resolve().parent.parent / "dbt_project"
+    target = tmp_path / "target"
+    target.mkdir()
+    shutil.copyfile(project / "target" / "partial_parse.msgpack", target / "partial_parse.msgpack")
+    result = subprocess.run(
+        [
+            DBT_EXECUTABLE,
+            "ls",
+            "--select",
+            "customers",
+            "--target-path",
+            str(target),
+            "--log-path",
+            str(tmp_path),
+        ],
+        cwd=project,
+        env={**os.environ, "CDP_WAREHOUSE": str(first_run.warehouse.resolve())},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = (tmp_path / "dbt.log").read_text()
+    assert "Unable to do partial parsing" not in log
+    assert "Nothing changed, skipping partial parsing" in log
+
+
 def test_the_sync_sends_only_what_changed_and_the_destination_matches_the_segment(
     first_run, second_run
 ):
