@@ -74,6 +74,7 @@ def keep_parse_state(run_target: Path, project_target: Path) -> None:
     state = run_target / PARSE_STATE
     if not state.is_file():
         return
+    project_target.mkdir(parents=True, exist_ok=True)
     kept = project_target / PARSE_STATE
     staging = kept.with_name(f"{PARSE_STATE}.{os.getpid()}.tmp")
     shutil.copyfile(state, staging)
