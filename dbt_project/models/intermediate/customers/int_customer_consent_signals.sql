@@ -18,11 +18,12 @@ contacts as (
 events as not materialized (
     select * from {{ ref('customer_events') }} where customer_id is not null
 ),
-{%- set trait_channels = [] %}
-{%- for channel, rules in channels.items() %}
-{%- if rules.unsubscribed_trait %}{% do trait_channels.append(channel) %}{% endif %}
+{#- The column of identify_traits that holds each channel's trait, by channel. #}
+{%- set trait_columns = {} %}
+{%- for channel, rules in channels.items() if rules.unsubscribed_trait %}
+{%- do trait_columns.update({channel: 'trait_' ~ loop.index}) %}
 {%- endfor %}
-{%- if trait_channels %}
+{%- if trait_columns %}
 
 -- Each channel's trait, taken from an identify's traits once (trait_1, trait_2...): DuckDB
 -- wrote the JSON lookup again in each test of the trait's value.
@@ -31,8 +32,8 @@ identify_traits as materialized (
         customer_id,
         event_at,
         message_id,
-        {%- for channel in trait_channels %}
-        traits ->> {{ sql_string(channels[channel].unsubscribed_trait) }} as trait_{{ loop.index }},
+        {%- for channel, column in trait_columns.items() %}
+        traits ->> {{ sql_string(channels[channel].unsubscribed_trait) }} as {{ column }},
         {%- endfor %}
     from events
     where message_type = 'identify'
@@ -70,7 +71,7 @@ event_signals as (
         and (event_name in {{ sql_in_list(rules.opt_in_events) }} or event_name in {{ sql_in_list(rules.opt_out_events) }})
     {%- if rules.unsubscribed_trait %}
     union all
-    {%- set trait = 'trait_' ~ (trait_channels.index(channel) + 1) %}
+    {%- set trait = trait_columns[channel] %}
     select
         customer_id,
         '{{ channel }}' as channel,
