@@ -187,9 +187,9 @@ def segment_overview(warehouse: Path) -> list[dict[str, Any]]:
 LATEST_PROPENSITY_RUN_SQL = """
 select model_version, status, holdout_auc, baseline, baseline_auc, horizon_days,
     reference_at, holdout_cutoff_at, training_rows, holdout_rows, holdout_positives,
-    scored_customers, trained_at
+    scored_customers, trained_at, scored_as_of, built_at
 from cdp.predictive_model_runs
-order by trained_at desc
+order by built_at desc
 limit 1
 """
 
@@ -206,7 +206,13 @@ def propensity_summary(run: dict[str, Any] | None) -> str:
         return "not built yet"
     if run["holdout_auc"] is None:
         return f"not trained: {run['status']}"
+    trained, scored = (_utc_day(run[key]) for key in ("reference_at", "scored_as_of"))
     return (
         f"buys within {run['horizon_days']} days: holdout AUC {run['holdout_auc']:.3f} vs "
-        f"{run['baseline_auc']:.3f} for {run['baseline']} (model {run['model_version']})"
+        f"{run['baseline_auc']:.3f} for {run['baseline']} (model {run['model_version']}, "
+        f"trained as of {trained}, scoring as of {scored})"
     )
+
+
+def _utc_day(at: datetime | None) -> str:
+    return "-" if at is None else at.astimezone(UTC).strftime("%Y-%m-%d")

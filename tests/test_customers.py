@@ -2,6 +2,9 @@
 `cdp customer`, on two real pipeline runs (tests/customer_pipeline.py)."""
 
 import json
+import os
+import shutil
+import subprocess
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -9,6 +12,8 @@ import dagster as dg
 import duckdb
 import pytest
 
+from orchestration.paths import DBT_PROJECT_DIR
+from orchestration.project import DBT_EXECUTABLE
 from tests.conftest import run_cdp
 from tests.customer_pipeline import DOMAIN
 
@@ -200,7 +205,13 @@ def test_every_event_with_a_customer_has_a_session_of_that_customer(two_runs):
 
 
 def model_runs(database: Path) -> list[dict]:
-    return rows(database, "select * from cdp.predictive_model_runs order by trained_at")
+    return rows(database, "select * from cdp.predictive_model_runs order by built_at")
+
+
+def stored_models(database: Path) -> list[dict]:
+    return rows(
+        database, "select * from intermediate.int_purchase_propensity_models order by trained_at"
+    )
 
 
 def test_the_propensity_model_beats_recency_alone_on_a_time_based_holdout(two_runs):
@@ -220,7 +231,65 @@ def test_the_propensity_model_beats_recency_alone_on_a_time_based_holdout(two_ru
         cutoffs = [datetime.fromisoformat(c) for c in run["training_cutoffs"].split(", ")]
         assert cutoffs and all(c + horizon <= run["holdout_cutoff_at"] for c in cutoffs)
         assert run["holdout_positives"] >= 30
-    assert runs[0]["model_version"] != runs[1]["model_version"]  # new data, new model
+
+
+def test_the_model_is_trained_once_and_scores_the_next_build_while_the_data_is_recent(
+    two_runs,
+):
+    """The second run's data is 2 days newer, under purchase_propensity_retrain_days (7): it
+    scores with the model the first run trained, as of its own newer reference time."""
+    first, second = model_runs(two_runs.second.published)
+    [stored] = stored_models(two_runs.second.published)
+    assert first["model_version"] == second["model_version"] == stored["model_version"]
+    assert first["trained_at"] == second["trained_at"] == stored["trained_at"]
+    assert first["reference_at"] == second["reference_at"] == stored["reference_at"]
+    assert first["scored_as_of"] == stored["reference_at"]
+    assert timedelta(days=1) < second["scored_as_of"] - first["scored_as_of"] < timedelta(days=7)
+    scored_by = query(
+        two_runs.second.published,
+        "select distinct model_version, model_trained_at, scored_as_of "
+        "from intermediate.int_purchase_propensity",
+    )
+    assert scored_by == [(stored["model_version"], stored["trained_at"], second["scored_as_of"])]
+
+
+@pytest.fixture(scope="module")
+def retrained(two_runs, tmp_path_factory) -> Path:
+    """A copy of the second run's warehouse after a build of the propensity models that
+    retrains once the data is a day past the model's (the second run's data is 2 days newer)."""
+    root = tmp_path_factory.mktemp("retrained")
+    warehouse = root / "retrained.duckdb"
+    shutil.copyfile(two_runs.second.published, warehouse)
+    result = subprocess.run(
+        [DBT_EXECUTABLE, "build", "--select", "int_purchase_propensity_models+",
+         "--vars", "{purchase_propensity_retrain_days: 1}",
+         "--target-path", str(root / "target")],
+        cwd=DBT_PROJECT_DIR,
+        env={**os.environ, "CDP_WAREHOUSE": str(warehouse), "GX_ANALYTICS_ENABLED": "false"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:]
+    return warehouse
+
+
+def test_a_model_due_for_retraining_is_trained_on_the_new_data_and_scores(two_runs, retrained):
+    before = stored_models(two_runs.second.published)
+    after = stored_models(retrained)
+    assert after[: len(before)] == before  # the store is appended to, never rewritten
+    [new] = after[len(before) :]
+    latest_run = model_runs(retrained)[-1]
+    assert new["status"] == "trained" and new["holdout_auc"] > new["baseline_auc"] + 0.05
+    assert new["reference_at"] == latest_run["scored_as_of"] > before[-1]["reference_at"]
+    assert new["model_version"] != before[-1]["model_version"]  # new data, new model
+    assert (latest_run["model_version"], latest_run["trained_at"]) == (
+        new["model_version"],
+        new["trained_at"],
+    )
+    assert query(
+        retrained, "select distinct model_version from intermediate.int_purchase_propensity"
+    ) == [(new["model_version"],)]
 
 
 def test_every_customer_with_events_gets_a_propensity_between_0_and_1(two_runs):

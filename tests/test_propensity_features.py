@@ -1,5 +1,6 @@
-"""The purchase propensity features (dbt model int_purchase_propensity.py) against their
-definition, computed here event by event, on events placed at and around every window edge.
+"""The purchase propensity features (dbt model int_purchase_propensity_models.py) against
+their definition, computed here event by event, on events placed at and around every window
+edge; and the scores computed in SQL from a model's stored parameters against the fitted model.
 
 The model rolls events up per customer and day before the newest cutoff; the windows must
 still be exact: an event at the cutoff counts, one at the cutoff minus 7 days does not count
@@ -17,7 +18,7 @@ import pytest
 
 MODEL = (
     Path(__file__).resolve().parents[1]
-    / "dbt_project/models/intermediate/customers/int_purchase_propensity.py"
+    / "dbt_project/models/intermediate/customers/int_purchase_propensity_models.py"
 )
 NAMES = ["Product Viewed", "Order Completed", "Product Added", "Checkout Started",
          "Products Searched", "Page", None]  # fmt: skip
@@ -25,7 +26,7 @@ NAMES = ["Product Viewed", "Order Completed", "Product Added", "Checkout Started
 
 @pytest.fixture(scope="module")
 def model():
-    spec = importlib.util.spec_from_file_location("int_purchase_propensity", MODEL)
+    spec = importlib.util.spec_from_file_location("int_purchase_propensity_models", MODEL)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -138,3 +139,26 @@ def test_cutoffs_that_are_not_whole_days_apart_are_refused(model):
     reference = pd.Timestamp("2026-11-15 13:45:10", tz="UTC")
     with pytest.raises(ValueError, match="whole days"):
         model.features_sql([reference - timedelta(hours=5), reference])
+
+
+def test_scores_in_sql_from_the_stored_parameters_equal_the_fitted_models(model):
+    """int_purchase_propensity scores in DuckDB with score_sql(parameters(fitted)): the same
+    probabilities as the scikit-learn pipeline, on features far apart in scale."""
+    reference = pd.Timestamp("2026-11-15 13:45:10", tz="UTC")
+    cutoffs = cutoffs_for(model, reference)
+    events = edge_events(cutoffs)
+    examples = pd.concat(expected_features(events, cutoff) for cutoff in cutoffs)
+    features = examples[model.FEATURES].astype(float).to_numpy()
+    rng = random.Random(3)
+    # Labels that depend on the features, so that the coefficients are not all near zero.
+    labels = [int(row[4] > 2 or rng.random() < 0.2) for row in features]
+    fitted = model._classifier().fit(features, labels)
+    con = duckdb.connect()
+    con.register("examples", examples)
+    got = con.execute(
+        f"select {model.score_sql(model.parameters(fitted))} from examples"
+    ).fetchnumpy()
+    scores = next(iter(got.values()))
+    expected = fitted.predict_proba(features)[:, 1]
+    assert expected.max() - expected.min() > 0.5  # scores far apart, not one value
+    assert abs(scores - expected).max() < 1e-12

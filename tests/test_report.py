@@ -158,7 +158,7 @@ def test_the_model_chart_shows_the_holdout_auc_against_the_baseline(two_runs, re
     model, baseline = charts(rendered)["propensity-auc"]["marks"]
     latest = query(
         two_runs.second.published,
-        "select holdout_auc, baseline_auc from cdp.predictive_model_runs order by trained_at desc",
+        "select holdout_auc, baseline_auc from cdp.predictive_model_runs order by built_at desc",
     )[0]
     assert (model["value"], baseline["value"]) == pytest.approx(latest)
     assert model["width"] > baseline["width"]

@@ -1,8 +1,10 @@
 """The purchase propensity model's latest evaluation as Dagster metadata.
 
-The model trains inside dbt (intermediate.int_purchase_propensity, a Python model); this asset,
-downstream of cdp.predictive_model_runs, puts the build's model version and the holdout AUC of
-the model and of its recency baseline on the run, where the Dagster UI shows them.
+The model trains inside dbt when it is due (intermediate.int_purchase_propensity_models, a
+Python model) and scores every build (intermediate.int_purchase_propensity); this asset,
+downstream of cdp.predictive_model_runs, puts the version of the model that scored the build,
+when it was trained and the holdout AUC of the model and of its recency baseline on the run,
+where the Dagster UI shows them.
 """
 
 from typing import Any
@@ -42,7 +44,9 @@ def _metadata(run: dict[str, Any] | None) -> dict[str, Any]:
         "status": run["status"],
         "baseline": run["baseline"],
         "horizon_days": run["horizon_days"],
+        "trained_at": str(run["trained_at"]),
         "reference_at": str(run["reference_at"]),
+        "scored_as_of": str(run["scored_as_of"]),
         "holdout_cutoff_at": str(run["holdout_cutoff_at"]),
         "training_rows": run["training_rows"],
         "holdout_rows": run["holdout_rows"],

@@ -1,347 +1,55 @@
-"""Purchase propensity: the chance that a customer orders within the horizon.
+"""Purchase propensity per customer: the chance of an order within the horizon, as of the
+reference time T (var segments_as_of, else the newest event).
 
-Trained on the customers' own history, evaluated on a time-based holdout:
-
-    T  the reference time (var segments_as_of, else the newest event)
-    H  the horizon (var purchase_propensity_horizon_days, default 30)
-
-    training   features as of T-2H, T-2H-15d and T-2H-30d; label: ordered within H after
-    holdout    features as of T-H; label: ordered in (T-H, T]. No training label reaches past T-H.
-    baseline   recency alone (days since the customer's last event), on the same holdout
-
-The model (log1p features, standardized, logistic regression) is then refit on the training
-and holdout examples and scores every customer as of T. A customer is in an example set when
-it has an event at or before the cutoff. Every row carries the run's evaluation (the same on
-each row); cdp.predictive_model_runs keeps one row per build.
+Every customer with an event at or before T is scored with the latest model of
+intermediate.int_purchase_propensity_models (the store, which trains when its model is due),
+on the features as of T, in DuckDB: no customer row passes through pandas. A customer with no
+event by T, or a build whose latest model could not be trained, gets NULL. Each row names
+the model that scored it (model_version, model_trained_at).
 """
 
-import hashlib
-import json
-from datetime import timedelta
+import importlib.util
 
-import numpy as np
-import pandas as pd
-import sklearn
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import FunctionTransformer, StandardScaler
-
-MODEL_NAME = "purchase_propensity"
-MODEL_REVISION = 2  # bump when features or the algorithm change
-BASELINE = "recency: days since the last event"
-TRAINING_OFFSETS_DAYS = (0, 15, 30)  # training cutoffs: T-2H minus these
-MIN_CLASS_EXAMPLES = 10  # fewer positives or negatives than this: not enough data to train
-NEVER_DAYS = 365.0  # days since an order for customers who never ordered
-
-FEATURES = [
-    "days_since_last_event",
-    "days_since_first_event",
-    "event_count",
-    "event_count_7d",
-    "event_count_30d",
-    "product_view_count_7d",
-    "product_view_count_14d",
-    "product_view_count_30d",
-    "page_view_count_30d",
-    "active_day_count_30d",
-    "cart_event_count_14d",
-    "search_count_30d",
-    "order_count",
-    "days_since_last_order",
-]
-
-# Features of every customer with an event at or before each cutoff, from events up to it.
-# The events are first rolled up, in one pass, per customer, day before the newest cutoff
-# (day d holds the events in (newest - (d+1) days, newest - d days]) and calendar day; every
-# cutoff is a whole number of days n before the newest, so "at or before the cutoff" is
-# day >= n and "within w days of it" is day < n + w, and the per-cutoff aggregates (side by
-# side) read the rollup instead of every event. The counts sum a CASE: at a million customers
-# that took 2.5 s against 3.7 s as FILTER clauses. Distinct calendar days (UTC, whatever the
-# session's time zone: days since the epoch, which also made the examples query 10.7-11.2 s
-# against 11.7-12.9 s as date_trunc) come from the same rollup, distinct orders from a
-# per-order one. {k}: the cutoff's index; {n}: its days before the newest.
-PER_CUTOFF_AGGREGATES = """
-    max(last_at) filter (where day >= {n}) as last_event_at_{k},
-    min(first_at) filter (where day >= {n}) as first_event_at_{k},
-    sum(case when day >= {n} then events else 0 end)::bigint as event_count_{k},
-    sum(case when day >= {n} and day < {n} + 7 then events else 0 end)::bigint
-        as event_count_7d_{k},
-    sum(case when day >= {n} and day < {n} + 30 then events else 0 end)::bigint
-        as event_count_30d_{k},
-    sum(case when day >= {n} and day < {n} + 7 then product_views else 0 end)::bigint
-        as product_view_count_7d_{k},
-    sum(case when day >= {n} and day < {n} + 14 then product_views else 0 end)::bigint
-        as product_view_count_14d_{k},
-    sum(case when day >= {n} and day < {n} + 30 then product_views else 0 end)::bigint
-        as product_view_count_30d_{k},
-    sum(case when day >= {n} and day < {n} + 30 then page_views else 0 end)::bigint
-        as page_view_count_30d_{k},
-    sum(case when day >= {n} and day < {n} + 14 then cart_events else 0 end)::bigint
-        as cart_event_count_14d_{k},
-    sum(case when day >= {n} and day < {n} + 30 then searches else 0 end)::bigint
-        as search_count_30d_{k},
-    max(last_order_at) filter (where day >= {n}) as last_order_at_{k},
-"""
-# A day counts as active for a cutoff when it has an event in (cutoff - 30 days, cutoff]: its
-# first event is at or before the cutoff and its last one after the window's start (a day
-# is shorter than the window, so it cannot hold both ends). Windows are whole hours (a day
-# interval on a timestamptz follows the session's time zone across daylight saving).
-PER_CUTOFF_ACTIVE_DAYS = """
-    count(*) filter (where first_at <= {c} and last_at > {c} - interval 720 hour) as active_day_count_30d_{k},
-"""
-PER_CUTOFF_ORDERS = """
-    count(*) filter (where first_at <= {c}) as order_count_{k},
-"""
-PER_CUTOFF_EXAMPLES = """
-select
-    {c} as cutoff_at,
-    a.customer_id,
-    date_diff('second', a.last_event_at_{k}, {c}) / 86400.0 as days_since_last_event,
-    date_diff('second', a.first_event_at_{k}, {c}) / 86400.0 as days_since_first_event,
-    a.event_count_{k} as event_count,
-    a.event_count_7d_{k} as event_count_7d,
-    a.event_count_30d_{k} as event_count_30d,
-    a.product_view_count_7d_{k} as product_view_count_7d,
-    a.product_view_count_14d_{k} as product_view_count_14d,
-    a.product_view_count_30d_{k} as product_view_count_30d,
-    a.page_view_count_30d_{k} as page_view_count_30d,
-    coalesce(d.active_day_count_30d_{k}, 0) as active_day_count_30d,
-    a.cart_event_count_14d_{k} as cart_event_count_14d,
-    a.search_count_30d_{k} as search_count_30d,
-    coalesce(o.order_count_{k}, 0) as order_count,
-    coalesce(date_diff('second', a.last_order_at_{k}, {c}) / 86400.0, {never}) as days_since_last_order,
-from aggregates as a
-left join active_days as d on a.customer_id = d.customer_id
-left join order_counts as o on a.customer_id = o.customer_id
-where a.event_count_{k} > 0
-"""
-
-
-def features_sql(cutoffs) -> str:
-    """The features query over a relation named events, one row per cutoff and customer."""
-    newest = max(cutoffs)
-    days_before = [(newest - c) / timedelta(days=1) for c in cutoffs]
-    if any(days != int(days) for days in days_before):
-        raise ValueError(f"every cutoff must be whole days before {newest}: {cutoffs}")
-    literals = [f"timestamptz '{c.isoformat()}'" for c in cutoffs]
-
-    def each(template: str, joiner: str = "") -> str:
-        return joiner.join(
-            template.format(k=k, c=c, n=int(days_before[k]), never=NEVER_DAYS)
-            for k, c in enumerate(literals)
-        )
-
-    newest_literal = f"timestamptz '{newest.isoformat()}'"
-    return f"""
-with pieces as (
-    select
-        customer_id,
-        (epoch_us({newest_literal}) - epoch_us(event_at)) // 86400000000 as day,
-        epoch_us(event_at) // 86400000000 as date,
-        count(*) as events,
-        count(*) filter (where event_name = 'Product Viewed') as product_views,
-        count(*) filter (where message_type in ('page', 'screen')) as page_views,
-        count(*) filter (where event_name in ('Product Added', 'Checkout Started'))
-            as cart_events,
-        count(*) filter (where event_name = 'Products Searched') as searches,
-        min(event_at) as first_at,
-        max(event_at) as last_at,
-        max(event_at) filter (where event_name = 'Order Completed') as last_order_at,
-    from events
-    where customer_id is not null and event_at <= {newest_literal}
-    group by customer_id, day, date
-),
-aggregates as materialized (
-    select customer_id, {each(PER_CUTOFF_AGGREGATES)}
-    from pieces
-    group by customer_id
-),
-days as (
-    select customer_id, min(first_at) as first_at, max(last_at) as last_at
-    from pieces
-    group by customer_id, date
-),
-active_days as materialized (
-    select customer_id, {each(PER_CUTOFF_ACTIVE_DAYS)}
-    from days
-    group by customer_id
-),
--- The same events as pieces, filtered again: a CTE shared by both (not materialized) made
--- the model 2.5-3 s slower at a million customers.
-orders as (
-    select customer_id, min(event_at) as first_at
-    from events
-    where customer_id is not null and event_at <= {newest_literal}
-        and event_name = 'Order Completed' and order_id is not null
-    group by customer_id, order_id
-),
-order_counts as materialized (
-    select customer_id, {each(PER_CUTOFF_ORDERS)}
-    from orders
-    group by customer_id
-)
-{each(PER_CUTOFF_EXAMPLES, "union all")}
-"""
-
-
-# Customers who completed an order in (cutoff, cutoff + horizon].
-LABELS_SQL = """
-select distinct c.cutoff_at, e.customer_id
-from events as e
-inner join cutoffs as c
-    on e.event_at > c.cutoff_at and e.event_at <= c.cutoff_at + to_hours(24 * {horizon})
-where e.customer_id is not null and e.event_name = 'Order Completed'
-"""
+# The store's file holds the features and the model; dbt runs in the project folder.
+STORE = "models/intermediate/customers/int_purchase_propensity_models.py"
 
 
 def model(dbt, session):
     dbt.config(materialized="table")
-    horizon_days = int(dbt.config.meta_get("horizon_days"))
-    as_of = dbt.config.meta_get("as_of")
-
+    store = _store_module()
     events = dbt.ref("customer_events")
-    customers = (
-        events.filter("customer_id is not null")
-        .project("customer_id")
-        .distinct()
-        .order("customer_id")
-        .df()
-    )
-    reference = _reference_time(events, as_of)
-    if reference is None or customers.empty:
-        return _result(customers, None, _evaluation(horizon_days, reference))
-
-    horizon = timedelta(days=horizon_days)
-    holdout_cutoff = reference - horizon
-    training_cutoffs = [holdout_cutoff - horizon - timedelta(days=d) for d in TRAINING_OFFSETS_DAYS]
-    examples = _examples(events, training_cutoffs + [holdout_cutoff, reference], horizon_days)
-    training = examples[examples.cutoff_at.isin(training_cutoffs)]
-    holdout = examples[examples.cutoff_at == holdout_cutoff]
-    current = examples[examples.cutoff_at == reference]
-    evaluation = _evaluation(horizon_days, reference)
-    evaluation.update(
-        holdout_cutoff_at=holdout_cutoff,
-        training_cutoffs=", ".join(c.isoformat() for c in training_cutoffs),
-        training_rows=len(training),
-        training_positives=int(training.label.sum()),
-        holdout_rows=len(holdout),
-        holdout_positives=int(holdout.label.sum()),
-    )
-    if not (_enough(training) and _enough(holdout)):
-        evaluation["status"] = "not enough data: too few customers who did or did not order"
-        return _result(customers, None, evaluation)
-
-    evaluated = _classifier().fit(training[FEATURES].to_numpy(), training.label.to_numpy())
-    evaluation["holdout_auc"] = float(
-        roc_auc_score(holdout.label, evaluated.predict_proba(holdout[FEATURES].to_numpy())[:, 1])
-    )
-    evaluation["baseline_auc"] = float(
-        roc_auc_score(holdout.label, -holdout["days_since_last_event"])
-    )
-
-    refit_on = pd.concat([training, holdout])
-    final = _classifier().fit(refit_on[FEATURES].to_numpy(), refit_on.label.to_numpy())
-    scores = pd.DataFrame(
-        {
-            "customer_id": current.customer_id.to_numpy(),
-            "purchase_propensity": final.predict_proba(current[FEATURES].to_numpy())[:, 1],
-        }
-    )
-    evaluation["model_version"] = _version(refit_on)
-    evaluation["status"] = "trained"
-    return _result(customers, scores, evaluation)
-
-
-def _reference_time(events, as_of):
-    """var segments_as_of (read as UTC when it has no offset), else the newest event."""
-    if as_of:
-        stamp = pd.Timestamp(as_of)
-        return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    newest = events.aggregate("max(event_at)").fetchall()[0][0]
-    return None if newest is None else pd.Timestamp(newest).tz_convert("UTC")
-
-
-def _examples(events, cutoffs, horizon_days: int) -> pd.DataFrame:
-    """Features and label (ordered within the horizon after the cutoff) per cutoff and customer,
-    in order of cutoff and customer."""
-    cutoff_list = ", ".join(f"(timestamptz '{c.isoformat()}')" for c in cutoffs)
-    examples = events.query(
+    models = dbt.ref("int_purchase_propensity_models")
+    reference = store.reference_time(events, dbt.config.meta_get("as_of"))
+    latest = store.latest_model(session, models.sql_query())
+    at = "null::timestamptz" if reference is None else f"timestamptz '{reference.isoformat()}'"
+    if reference is not None and latest is not None and latest["parameters"] is not None:
+        features = f"left join ({store.features_sql([reference])}) as f using (customer_id)"
+        score = store.score_sql(latest["parameters"])
+        version = f"'{latest['model_version']}'"
+        trained_at = f"timestamptz '{latest['trained_at'].isoformat()}'"
+    else:
+        features = ""
+        score, version, trained_at = "null::double", "null::varchar", "null::timestamptz"
+    return events.query(
         "events",
         f"""
-        with cutoffs as (select * from (values {cutoff_list}) as t(cutoff_at))
-        select f.*, (l.customer_id is not null)::bigint as label
-        from ({features_sql(cutoffs)}) as f
-        left join ({LABELS_SQL.format(horizon=horizon_days)}) as l
-            on f.cutoff_at = l.cutoff_at and f.customer_id = l.customer_id
-        order by f.cutoff_at, f.customer_id
+        with customers as (
+            select distinct customer_id from events where customer_id is not null
+        )
+        select
+            customer_id,
+            {score} as purchase_propensity,
+            {version} as model_version,
+            {trained_at} as model_trained_at,
+            {at} as scored_as_of,
+        from customers
+        {features}
         """,
-    ).df()
-    examples["cutoff_at"] = pd.to_datetime(examples["cutoff_at"], utc=True)
-    examples[FEATURES] = examples[FEATURES].astype(float)
-    return examples
-
-
-def _enough(examples: pd.DataFrame) -> bool:
-    positives = int(examples.label.sum())
-    return min(positives, len(examples) - positives) >= MIN_CLASS_EXAMPLES
-
-
-def _classifier():
-    return make_pipeline(
-        FunctionTransformer(np.log1p),
-        StandardScaler(),
-        # Newton steps suit many rows and few features: at a million customers both fits took
-        # 3.9 s, against 5.7 s with lbfgs (which also stopped short of the optimum).
-        LogisticRegression(C=1.0, solver="newton-cholesky", max_iter=100),
     )
 
 
-def _version(examples: pd.DataFrame) -> str:
-    """The revision, algorithm and the exact training data, hashed: same data, same version."""
-    digest = hashlib.sha256()
-    digest.update(
-        json.dumps(
-            {"revision": MODEL_REVISION, "features": FEATURES, "sklearn": sklearn.__version__}
-        ).encode()
-    )
-    digest.update(pd.util.hash_pandas_object(examples[["customer_id", "label", *FEATURES]]).values)
-    return f"{MODEL_NAME}-v{MODEL_REVISION}-{digest.hexdigest()[:10]}"
-
-
-def _evaluation(horizon_days: int, reference) -> dict:
-    return {
-        "model_name": MODEL_NAME,
-        "model_version": None,
-        "status": "no events",
-        "algorithm": "logistic regression on log1p, standardized features",
-        "features": ", ".join(FEATURES),
-        "horizon_days": horizon_days,
-        "reference_at": reference,
-        "training_cutoffs": None,
-        "holdout_cutoff_at": None,
-        "training_rows": 0,
-        "training_positives": 0,
-        "holdout_rows": 0,
-        "holdout_positives": 0,
-        "holdout_auc": None,
-        "baseline": BASELINE,
-        "baseline_auc": None,
-    }
-
-
-def _result(customers: pd.DataFrame, scores, evaluation: dict) -> pd.DataFrame:
-    result = customers[["customer_id"]].copy()
-    if scores is None:
-        result["purchase_propensity"] = np.nan
-    else:
-        result = result.merge(scores, how="left", on="customer_id")
-    for column, value in evaluation.items():
-        result[column] = value
-    result["reference_at"] = pd.to_datetime(result["reference_at"], utc=True)
-    result["holdout_cutoff_at"] = pd.to_datetime(result["holdout_cutoff_at"], utc=True)
-    for column in ("holdout_auc", "baseline_auc"):
-        result[column] = result[column].astype(float)
-    for column in ("model_version", "training_cutoffs"):
-        result[column] = result[column].astype("string")
-    return result
+def _store_module():
+    spec = importlib.util.spec_from_file_location("int_purchase_propensity_models", STORE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

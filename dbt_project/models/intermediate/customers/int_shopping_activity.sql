@@ -3,9 +3,10 @@
 -- products bought. last_loaded_at and last_assigned_at (the newest _loaded_at and
 -- customer_assigned_at of the customer's events) are the incremental watermarks.
 --
--- The name sorts after int_purchase_propensity on purpose: dbt starts the models that are
--- ready at the same depth in name order, and the propensity model, the longest step before
--- cdp.customers, should not wait for this one (which then runs beside it).
+-- The name sorts after int_purchase_propensity_models on purpose: dbt starts the models that
+-- are ready at the same depth in name order, and the propensity model store (which trains
+-- the model when it is due), on the longest path to cdp.customers, should not wait for this
+-- one (which then runs beside it).
 --
 -- Incremental: a pre-hook deletes the rows of the customers whose events may have changed
 -- (macro customers_changed_since_build), then every customer with events and no row
