@@ -1,9 +1,12 @@
 """Dagster resources."""
 
+from functools import cached_property
+from importlib.metadata import version as installed_version
 from pathlib import Path
 
 import dagster as dg
 from dagster_dbt import DbtCliResource
+from packaging import version
 
 from orchestration import paths
 from orchestration.project import DBT_EXECUTABLE, dbt_project
@@ -26,8 +29,23 @@ class CdpPaths(dg.ConfigurableResource):
         return Path(self.landing).resolve() if self.landing else paths.landing_dir()
 
 
+class DbtCli(DbtCliResource):
+    """dagster-dbt's dbt resource, told the version of the dbt it runs.
+
+    dagster-dbt runs `dbt --version` before the first invocation of each resource, and Dagster
+    makes the resource anew for every run: each run started dbt once more only to read its
+    version, and dbt asked PyPI for the latest release (1.8-2.1 s a run, and a request to the
+    network). The executable is the dbt beside this Python (DBT_EXECUTABLE), so its version is
+    the installed dbt-core's.
+    """
+
+    @cached_property
+    def _cli_version(self) -> version.Version:
+        return version.parse(installed_version("dbt-core"))
+
+
 def build_resources() -> dict:
     return {
         "paths": CdpPaths(),
-        "dbt": DbtCliResource(project_dir=dbt_project(), dbt_executable=DBT_EXECUTABLE),
+        "dbt": DbtCli(project_dir=dbt_project(), dbt_executable=DBT_EXECUTABLE),
     }

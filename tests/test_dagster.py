@@ -55,6 +55,18 @@ def test_dbt_tests_are_asset_checks_and_syncs_sit_downstream_of_their_models():
     assert sync in published.parent_keys
 
 
+def test_the_dbt_resource_knows_the_version_of_the_dbt_it_runs():
+    """The run's dbt resource reads dbt's version from the installed package instead of asking
+    `dbt --version` each run: the two must agree, or dagster-dbt would treat dbt as another
+    version than it is."""
+    resource = defs().resources["dbt"]
+    reported = subprocess.run(
+        [resource.dbt_executable, "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    installed = reported.split("installed:", 1)[1].split()[0]
+    assert str(resource._cli_version) == installed
+
+
 def test_the_sensor_asks_for_a_run_only_when_landing_files_change(tmp_path, monkeypatch):
     (tmp_path / "events").mkdir()
     (tmp_path / "crm").mkdir()
