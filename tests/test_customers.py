@@ -12,6 +12,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from orchestration.lookup import latest_propensity_run, propensity_summary
 from orchestration.paths import DBT_PROJECT_DIR
 from orchestration.project import DBT_EXECUTABLE
 from tests.conftest import run_cdp
@@ -253,17 +254,11 @@ def test_the_model_is_trained_once_and_scores_the_next_build_while_the_data_is_r
     assert scored_by == [(stored["model_version"], stored["trained_at"], second["scored_as_of"])]
 
 
-@pytest.fixture(scope="module")
-def retrained(two_runs, tmp_path_factory) -> Path:
-    """A copy of the second run's warehouse after a build of the propensity models that
-    retrains once the data is a day past the model's (the second run's data is 2 days newer)."""
-    root = tmp_path_factory.mktemp("retrained")
-    warehouse = root / "retrained.duckdb"
-    shutil.copyfile(two_runs.second.published, warehouse)
+def build_propensity(warehouse: Path, target: Path, variables: str) -> None:
+    """dbt build of the propensity models and everything downstream, on ``warehouse``."""
     result = subprocess.run(
         [DBT_EXECUTABLE, "build", "--select", "int_purchase_propensity_models+",
-         "--vars", "{purchase_propensity_retrain_days: 1}",
-         "--target-path", str(root / "target")],
+         "--vars", variables, "--target-path", str(target)],
         cwd=DBT_PROJECT_DIR,
         env={**os.environ, "CDP_WAREHOUSE": str(warehouse), "GX_ANALYTICS_ENABLED": "false"},
         capture_output=True,
@@ -271,6 +266,16 @@ def retrained(two_runs, tmp_path_factory) -> Path:
         timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:]
+
+
+@pytest.fixture(scope="module")
+def retrained(two_runs, tmp_path_factory) -> Path:
+    """A copy of the second run's warehouse after a build of the propensity models that
+    retrains once the data is a day past the model's (the second run's data is 2 days newer)."""
+    root = tmp_path_factory.mktemp("retrained")
+    warehouse = root / "retrained.duckdb"
+    shutil.copyfile(two_runs.second.published, warehouse)
+    build_propensity(warehouse, root / "target", "{purchase_propensity_retrain_days: 1}")
     return warehouse
 
 
@@ -290,6 +295,37 @@ def test_a_model_due_for_retraining_is_trained_on_the_new_data_and_scores(two_ru
     assert query(
         retrained, "select distinct model_version from intermediate.int_purchase_propensity"
     ) == [(new["model_version"],)]
+
+
+def test_a_model_without_enough_data_scores_nobody_and_the_next_build_trains(two_runs, tmp_path):
+    """As of 2026-08-20 the training cutoffs (T-2H and before) precede every event: the build
+    stores why it did not train, scores nobody, and says so; the next build, as of the newest
+    event, trains although the model of the first run is recent, and scores everyone."""
+    warehouse = tmp_path / "early.duckdb"
+    shutil.copyfile(two_runs.second.published, warehouse)
+    before = stored_models(warehouse)
+    build_propensity(warehouse, tmp_path / "t1", '{segments_as_of: "2026-08-20T00:00:00Z"}')
+    [untrained] = stored_models(warehouse)[len(before) :]
+    assert untrained["status"].startswith("not enough data")
+    assert untrained["training_rows"] == 0 and untrained["parameters"] is None
+    assert query(warehouse, "select count(*), count(purchase_propensity) from cdp.customers") == [
+        (query(warehouse, "select count(*) from cdp.customers")[0][0], 0)
+    ]
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        run = latest_propensity_run(con)
+    assert run["model_version"] is None
+    assert propensity_summary(run) == f"not trained: {untrained['status']}"
+
+    build_propensity(warehouse, tmp_path / "t2", "{}")
+    [trained] = stored_models(warehouse)[len(before) + 1 :]
+    assert trained["status"] == "trained"
+    assert trained["reference_at"] == model_runs(two_runs.second.published)[-1]["scored_as_of"]
+    scored, customers_with_events = query(
+        warehouse,
+        "select count(purchase_propensity), (select count(distinct customer_id) "
+        "from cdp.customer_events) from cdp.customers",
+    )[0]
+    assert scored == customers_with_events > 0
 
 
 def test_every_customer_with_events_gets_a_propensity_between_0_and_1(two_runs):
