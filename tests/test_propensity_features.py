@@ -162,3 +162,15 @@ def test_scores_in_sql_from_the_stored_parameters_equal_the_fitted_models(model)
     expected = fitted.predict_proba(features)[:, 1]
     assert expected.max() - expected.min() > 0.5  # scores far apart, not one value
     assert abs(scores - expected).max() < 1e-12
+
+
+@pytest.mark.parametrize("value", ["7d", "-1", None, "nan"])
+def test_a_retrain_interval_that_is_not_a_number_of_days_is_refused(model, value):
+    with pytest.raises(ValueError, match="purchase_propensity_retrain_days .* got"):
+        model.retrain_after_days(value)
+
+
+def test_a_retrain_interval_of_days_is_read_as_a_number(model):
+    assert model.retrain_after_days("7") == 7.0
+    assert model.retrain_after_days("0.5") == 0.5
+    assert model.retrain_after_days(0) == 0.0

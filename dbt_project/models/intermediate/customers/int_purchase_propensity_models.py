@@ -234,13 +234,27 @@ def model(dbt, session):
         on_schema_change="append_new_columns",
     )
     horizon_days = int(dbt.config.meta_get("horizon_days"))
-    retrain_days = float(dbt.config.meta_get("retrain_days"))
+    retrain_days = retrain_after_days(dbt.config.meta_get("retrain_days"))
     events = dbt.ref("customer_events")
     reference = reference_time(events, dbt.config.meta_get("as_of"))
     latest = latest_model(session, f"select * from {dbt.this}") if dbt.is_incremental else None
     if reference is None or _reusable(latest, reference, horizon_days, retrain_days):
         return store_rows(session, [])
     return store_rows(session, [train(events, reference, horizon_days, datetime.now(UTC))])
+
+
+def retrain_after_days(value) -> float:
+    """vars.purchase_propensity_retrain_days as a number of days, or a clear error."""
+    try:
+        days = float(value)
+    except (TypeError, ValueError):
+        days = -1.0
+    if not days >= 0:  # also refuses NaN
+        raise ValueError(
+            f"vars.purchase_propensity_retrain_days in dbt_project.yml (or --vars) must be a "
+            f"number of days, 0 or more (0 trains on every build): got {value!r}"
+        )
+    return days
 
 
 def store_rows(session, rows: list[dict]):
