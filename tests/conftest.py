@@ -25,6 +25,22 @@ def run_cdp(*args: str, env: dict[str, str], timeout: int = 900) -> subprocess.C
     )
 
 
+def dbt(
+    *args: str, warehouse: Path, target: Path, project: Path = PROJECT_ROOT / "dbt_project"
+) -> subprocess.CompletedProcess:
+    """Run the real dbt (beside this Python) in ``project`` on ``warehouse``, with its own
+    target folder."""
+    env = {**os.environ, "CDP_WAREHOUSE": str(warehouse), "GX_ANALYTICS_ENABLED": "false"}
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("dbt")), *args, "--target-path", str(target)],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
 @pytest.fixture
 def dagster_home(tmp_path: Path) -> Path:
     home = tmp_path / "dagster_home"

@@ -2,9 +2,7 @@
 `cdp customer`, on two real pipeline runs (tests/customer_pipeline.py)."""
 
 import json
-import os
 import shutil
-import subprocess
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -13,9 +11,7 @@ import duckdb
 import pytest
 
 from orchestration.lookup import latest_propensity_run, propensity_summary
-from orchestration.paths import DBT_PROJECT_DIR
-from orchestration.project import DBT_EXECUTABLE
-from tests.conftest import run_cdp
+from tests.conftest import dbt, run_cdp
 from tests.customer_pipeline import DOMAIN
 
 
@@ -256,14 +252,9 @@ def test_the_model_is_trained_once_and_scores_the_next_build_while_the_data_is_r
 
 def build_propensity(warehouse: Path, target: Path, variables: str) -> None:
     """dbt build of the propensity models and everything downstream, on ``warehouse``."""
-    result = subprocess.run(
-        [DBT_EXECUTABLE, "build", "--select", "int_purchase_propensity_models+",
-         "--vars", variables, "--target-path", str(target)],
-        cwd=DBT_PROJECT_DIR,
-        env={**os.environ, "CDP_WAREHOUSE": str(warehouse), "GX_ANALYTICS_ENABLED": "false"},
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = dbt(
+        "build", "--select", "int_purchase_propensity_models+", "--vars", variables,
+        warehouse=warehouse, target=target,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:]
 

@@ -11,16 +11,13 @@ the same registry does.
 
 import csv
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
 
-from tests.conftest import PROJECT_ROOT, run_cdp
+from tests.conftest import PROJECT_ROOT, dbt, run_cdp
 from tests.customer_pipeline import (
     CONTACT_HEADER,
     CRAFTED_CONTACTS,
@@ -42,20 +39,6 @@ BUILD_LOGS = {
 # A column that records when the dbt invocation that wrote the row started (macro
 # build_started_at): a rebuild writes its own time, so it differs by design.
 BUILD_TIME = "_built_at"
-
-
-def dbt(
-    *args: str, warehouse: Path, target: Path, project: Path = DBT_PROJECT
-) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CDP_WAREHOUSE": str(warehouse), "GX_ANALYTICS_ENABLED": "false"}
-    return subprocess.run(
-        [str(Path(sys.executable).with_name("dbt")), *args, "--target-path", str(target)],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
 
 
 def tables(con: duckdb.DuckDBPyConnection, catalog: str) -> set[str]:

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from seeds.generator import generate
-from tests.conftest import run_cdp
+from tests.conftest import dbt, run_cdp
 
 PEOPLE = 800
 END = datetime(2026, 11, 15, tzinfo=UTC)
@@ -247,32 +247,14 @@ def test_the_next_run_reuses_the_parse_of_the_project(first_run, second_run, tmp
     and unchanged files skips parsing. The state of a parse with another profile (the start-up
     `dbt parse` of `make run` or of `dagster dev`, with no warehouse path set) made every such
     run parse the whole project again."""
-    import os
-    import subprocess
-
-    from orchestration.project import DBT_EXECUTABLE
-
     project = Path(__file__).resolve().parent.parent / "dbt_project"
     target = tmp_path / "target"
     target.mkdir()
     shutil.copyfile(project / "target" / "partial_parse.msgpack", target / "partial_parse.msgpack")
-    result = subprocess.run(
-        [
-            DBT_EXECUTABLE,
-            "ls",
-            "--select",
-            "customers",
-            "--target-path",
-            str(target),
-            "--log-path",
-            str(tmp_path),
-        ],
-        cwd=project,
-        env={**os.environ, "CDP_WAREHOUSE": str(first_run.warehouse.resolve())},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = dbt(
+        "ls", "--select", "customers", "--log-path", str(tmp_path),
+        warehouse=first_run.warehouse.resolve(), target=target,
+    )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     log = (tmp_path / "dbt.log").read_text()
     assert "Unable to do partial parsing" not in log
