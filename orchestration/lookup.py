@@ -206,13 +206,8 @@ def propensity_summary(run: dict[str, Any] | None) -> str:
         return "not built yet"
     if run["holdout_auc"] is None:
         return f"not trained: {run['status']}"
-    trained, scored = (_utc_day(run[key]) for key in ("reference_at", "scored_as_of"))
     return (
         f"buys within {run['horizon_days']} days: holdout AUC {run['holdout_auc']:.3f} vs "
         f"{run['baseline_auc']:.3f} for {run['baseline']} (model {run['model_version']}, "
-        f"trained as of {trained}, scoring as of {scored})"
+        f"trained as of {_show(run['reference_at'])}, scoring as of {_show(run['scored_as_of'])})"
     )
-
-
-def _utc_day(at: datetime | None) -> str:
-    return "-" if at is None else at.astimezone(UTC).strftime("%Y-%m-%d")

@@ -5,7 +5,8 @@ Every customer with an event at or before T is scored with the latest model of
 intermediate.int_purchase_propensity_models (the store, which trains when its model is due),
 on the features as of T, in DuckDB: no customer row passes through pandas. A customer with no
 event by T, or a build whose latest model could not be trained, gets NULL. Each row names
-the model that scored it (model_version, model_trained_at).
+the store's row it was scored with (model_trained_at; model_version, NULL when that row is a
+model that could not be trained): cdp.predictive_model_runs reads the model from it.
 """
 
 import importlib.util
@@ -22,14 +23,15 @@ def model(dbt, session):
     reference = store.reference_time(events, dbt.config.meta_get("as_of"))
     latest = store.latest_model(session, models.sql_query())
     at = "null::timestamptz" if reference is None else f"timestamptz '{reference.isoformat()}'"
+    version, trained_at = "null::varchar", "null::timestamptz"
+    if latest is not None:  # a model not trained (too little data) has no version
+        if latest["model_version"] is not None:
+            version = f"'{latest['model_version']}'"
+        trained_at = f"timestamptz '{latest['trained_at'].isoformat()}'"
+    features, score = "", "null::double"
     if reference is not None and latest is not None and latest["parameters"] is not None:
         features = f"left join ({store.features_sql([reference])}) as f using (customer_id)"
         score = store.score_sql(latest["parameters"])
-        version = f"'{latest['model_version']}'"
-        trained_at = f"timestamptz '{latest['trained_at'].isoformat()}'"
-    else:
-        features = ""
-        score, version, trained_at = "null::double", "null::varchar", "null::timestamptz"
     return events.query(
         "events",
         f"""

@@ -17,11 +17,8 @@ with scores as (
     from {{ ref('int_purchase_propensity') }}
 ),
 
-latest_model as (
-    select *
-    from {{ ref('int_purchase_propensity_models') }}
-    order by trained_at desc
-    limit 1
+models as (
+    select * from {{ ref('int_purchase_propensity_models') }}
 ),
 
 final as (
@@ -46,8 +43,8 @@ final as (
         m.algorithm,
         m.features,
         s.scored_customers,
-    from latest_model as m
-    cross join scores as s
+    from scores as s
+    inner join models as m on m.trained_at = s.model_trained_at
 )
 
 select * from final
