@@ -11,8 +11,10 @@ the same registry does.
 
 import csv
 import json
+import math
 import re
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
@@ -143,9 +145,11 @@ def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: 
        another anonymousId (the copy becomes the kept one), an alias from a previousId
        nobody has used as a userId yet, and a page view from a kiosk's anonymousId;
     2. a message that uses that previousId as a userId (the alias now names a user id),
-       twelve people signing in on the kiosk (its anonymousId becomes a super node), and a
+       twelve people signing in on the kiosk (its anonymousId becomes a super node), a
        copy of another known messageId in a file that sorts after its first copy's (the
-       first copy stays);
+       first copy stays), and late page views of a known customer that fill the gap between
+       two of its sessions (they become one: the later session's events are written again,
+       the sessions before stay);
     3. the first file changes (its earlier rows are replaced): the event models rebuild;
     4. a new CRM contacts export: a later version of a known contact with another email and
        a phone, and a new contact with the email of step 2's signed-in person (the contacts
@@ -162,7 +166,43 @@ def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: 
         "select message_id, user_id, event_at from staging.stg_events__messages "
         "where user_id is not null and message_type = 'track' order by message_id limit 2"
     ).fetchall()
+    # The two consecutive sessions of a customer with a user id that are closest in time.
+    customer, first_session, gap_start, gap_end, user_id = con.execute(
+        """
+        with sessions as (
+            select customer_id, session_id, min(event_at) as starts, max(event_at) as ends
+            from cdp.cdp.customer_events where customer_id is not null group by all
+        ),
+        gaps as (
+            select customer_id, session_id, ends,
+                lead(starts) over (partition by customer_id order by starts) as next_starts
+            from sessions
+        )
+        select g.customer_id, g.session_id, g.ends, g.next_starts, min(i.identifier_value)
+        from gaps as g
+        inner join cdp.cdp.customer_identifiers as i
+            on i.customer_id = g.customer_id and i.identifier_type = 'user_id'
+        where g.next_starts is not null
+        group by g.customer_id, g.session_id, g.ends, g.next_starts
+        order by g.next_starts - g.ends, g.customer_id
+        limit 1
+        """
+    ).fetchone()
+    customer_before = con.execute(
+        "select message_id, session_id, event_at from cdp.cdp.customer_events "
+        "where customer_id = ?",
+        [customer],
+    ).fetchall()
+    next_session = next(session for _m, session, at in customer_before if at == gap_end)
     con.close()
+    # Page views every 20 minutes or less across the gap (sessions end after 30 idle minutes).
+    views = math.ceil((gap_end - gap_start) / timedelta(minutes=20)) - 1
+    step = (gap_end - gap_start) / (views + 1)
+    bridge = [
+        message("page", (gap_start + step * k).isoformat(), f"t-bridge-{k}", userId=user_id,
+                name="Home")
+        for k in range(1, views + 1)
+    ]  # fmt: skip
     landing = tmp_path / "landing"
     at = known[2].isoformat()
     first_file = [
@@ -187,6 +227,7 @@ def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: 
             *kiosk,
             message("track", late_copied[2].isoformat(), late_copied[0], userId=late_copied[1],
                     anonymousId="anon-late-copy", event="Product Viewed", properties={}),
+            *bridge,
         ]),
         ("0-early.jsonl", first_file[1:]),  # changed: the copied message is gone
     ]  # fmt: skip
@@ -201,6 +242,24 @@ def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: 
         assert result.returncode == 0, result.stdout[-4000:]
         if step >= 2:
             assert_same_as_rebuild(warehouse, tmp_path / f"step{step}")
+        if step == 2:
+            con = duckdb.connect(str(warehouse), read_only=True)
+            sessions = dict(
+                con.execute(
+                    "select message_id, session_id from cdp.cdp.customer_events "
+                    "where customer_id = ?",
+                    [customer],
+                ).fetchall()
+            )
+            con.close()
+            assert views >= 1 and len(sessions) == len(customer_before) + views
+            # The session after the gap joins the one before it; the others keep their ids.
+            joined = {b["messageId"] for b in bridge} | {
+                m for m, session, _at in customer_before if session in (first_session, next_session)
+            }
+            assert {sessions[m] for m in joined} == {first_session}
+            assert all(sessions[m] == session for m, session, _at in customer_before
+                       if m not in joined)  # fmt: skip
 
     bo = {**CRAFTED_CONTACTS[1], "Email": f"bo.moved@{DOMAIN}", "Phone Number": "(415) 555-0142"}
     bo["Last Activity Date"] = "2026-11-20 12:00"

@@ -8,8 +8,10 @@
 --
 -- Incremental: a run keys only the messages staged since the newest _loaded_at here and the
 -- messages naming an identifier whose customer changed (or that lost its customer) since the
--- newest customer_assigned_at here; every customer those messages belong to now or belonged to before gets all its
--- sessions computed again (delete+insert by message_id). The result equals a full rebuild.
+-- newest customer_assigned_at here. Every customer those messages belong to now or belonged
+-- to before gets its sessions computed again from the start of the session its first changed
+-- event joins (sessions before are unchanged); of its kept events, only those whose session
+-- changed are written again (delete+insert by message_id). The result equals a full rebuild.
 -- The table is rebuilt when raw event rows were removed (macro rebuild_if_raw_events_removed).
 {{ config(
     materialized='incremental',
@@ -90,24 +92,60 @@ keyed as {{ '' if is_incremental() else 'not materialized ' }}(
 ),
 
 {% if is_incremental() %}
--- The customers whose events changed: the new owners of the keyed messages and their owners
--- before. All their events, the unchanged ones from this table, get their sessions again.
-affected_customers as (
-    select customer_id from keyed where customer_id is not null
-    union
-    select old.customer_id
-    from {{ this }} as old
-    semi join keyed on old.message_id = keyed.message_id
-    where old.customer_id is not null
+-- The customers whose events changed, each from the earliest event that changed: the new
+-- owners of the keyed messages and their owners before.
+changed_from as (
+    select customer_id, min(event_at) as event_at
+    from (
+        select customer_id, event_at from keyed
+        union all
+        select old.customer_id, old.event_at
+        from {{ this }} as old
+        semi join keyed on old.message_id = keyed.message_id
+    )
+    where customer_id is not null
+    group by customer_id
 ),
 
-events as (
-    select * from keyed
-    union all by name
-    select old.* exclude (session_id)
+-- Their other events, as they are here.
+kept as materialized (
+    select old.message_id, old.customer_id, old.event_at, old.session_id
     from {{ this }} as old
+    semi join changed_from as c on old.customer_id = c.customer_id
     anti join keyed on old.message_id = keyed.message_id
-    where old.customer_id in (select customer_id from affected_customers)
+),
+
+-- A customer's sessions that end before its first changed event stay as they are, and so
+-- does the first event of the session of its last kept event before it: that event still
+-- starts a session, as nothing before it changed. Sessions are computed again from there
+-- (from the customer's first event if none is kept before the change).
+last_sessions as (
+    select k.customer_id, arg_max(k.session_id, k.event_at) as session_id
+    from kept as k
+    inner join changed_from as c on k.customer_id = c.customer_id
+    where k.event_at < c.event_at
+    group by k.customer_id
+),
+
+recomputed_from as (
+    select c.customer_id, coalesce(min(k.event_at), '-infinity'::timestamptz) as event_at
+    from changed_from as c
+    left join last_sessions as l on c.customer_id = l.customer_id
+    left join kept as k on l.customer_id = k.customer_id and l.session_id = k.session_id
+    group by c.customer_id
+),
+
+-- The keyed events and, of the kept ones, those from where sessions are computed again
+-- (kept_session_id: the session they have here; only those whose session changes are
+-- written again).
+events as (
+    select *, null::varchar as kept_session_id from keyed
+    union all by name
+    select old.* exclude (session_id), old.session_id as kept_session_id
+    from {{ this }} as old
+    inner join recomputed_from as r
+        on old.customer_id = r.customer_id and old.event_at >= r.event_at
+    anti join keyed on old.message_id = keyed.message_id
 ),
 {% else %}
 events as not materialized (
@@ -170,6 +208,9 @@ final as (
         e._loaded_at,
     from events as e
     left join sessions as s on e.message_id = s.message_id
+    {%- if is_incremental() %}
+    where e.kept_session_id is null or e.kept_session_id <> s.session_id
+    {%- endif %}
 )
 
 select * from final
