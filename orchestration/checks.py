@@ -8,19 +8,51 @@ checks being blocking, stops the downstream models (dbt, syncs, publish) from bu
 that run; a failure of ``warning`` ones only is a WARN, and the run goes on.
 
 The validation runs in a child process, which returns its memory when it exits (see
-``orchestration.expectations``)."""
+``orchestration.expectations``). The raw tables' step starts that child (``prepare_validation``)
+so that it imports great-expectations while the exports load."""
 
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from datetime import UTC, datetime
 
 import dagster as dg
 
-from orchestration.expectations import Outcome, validate_loaded_rows
+from orchestration.expectations import Outcome, import_great_expectations, validate_loaded_rows
 from orchestration.loading import RAW_TABLES
 from orchestration.resources import CdpPaths
 
 CHECK_NAME = "great_expectations"
+
+# The validation child started by prepare_validation, with its import of great-expectations
+# (about 2.4 s). A run executes its steps in one process (the job's in_process_executor), so
+# the check's step finds the child its load step started.
+_prepared: tuple[ProcessPoolExecutor, Future] | None = None
+
+
+def _spawn_child() -> ProcessPoolExecutor:
+    """A process for one validation (``spawn``: this process has threads)."""
+    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+
+
+def prepare_validation() -> None:
+    """Start the validation child now and let it import great-expectations in the background;
+    the next ``raw_data_quality`` in this process validates in it."""
+    global _prepared
+    if _prepared is None:
+        child = _spawn_child()
+        _prepared = (child, child.submit(import_great_expectations))
+
+
+def _validation_child() -> ProcessPoolExecutor:
+    """The prepared child (a new one if none was prepared, or its import failed)."""
+    global _prepared
+    prepared, _prepared = _prepared, None
+    if prepared is not None:
+        child, imported = prepared
+        if not imported.done() or imported.exception() is None:
+            return child
+        child.shutdown()
+    return _spawn_child()
 
 
 def check_result(
@@ -79,9 +111,9 @@ def raw_data_quality(context: dg.AssetCheckExecutionContext, paths: CdpPaths):
     """Validate every raw table with its great-expectations suite: the rows loaded since
     the last run whose checks found no critical failure (raw.quality_checked_through), so
     rows that blocked a run are validated again, and block again, until they are fixed.
-    The validation runs in a child process (``spawn``: this process has threads), which
+    The validation runs in a child process (started early by ``prepare_validation``), which
     opens the warehouse itself and gives back its memory when it exits."""
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+    with _validation_child() as child:
         results = child.submit(
             validate_loaded_rows, paths.warehouse_path(), datetime.now(UTC)
         ).result()

@@ -160,10 +160,16 @@ def suite_rows(con, suite: Suite, loaded_since: datetime | None = None) -> pd.Da
     ).df()
 
 
+def import_great_expectations() -> None:
+    """Import great-expectations without its usage analytics (``validate`` uses it)."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations  # noqa: F401
+
+
 def validate(con, suite: Suite, frame: pd.DataFrame | None = None) -> list[Outcome]:
     """Validate one raw table against its suite with great-expectations: the rows of
     ``frame`` (from ``suite_rows``), or the whole table."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import_great_expectations()
     import great_expectations as gx
     import great_expectations.expectations as gxe
     from great_expectations.data_context.types.base import ProgressBarsConfig

@@ -4,6 +4,7 @@ landing folder holding every kind of bad input run to the end through the real `
 import gzip
 import json
 import re
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from orchestration import checks
 from orchestration.assets.raw import raw_tables
 from orchestration.checks import CHECK_NAME, check_result, raw_data_quality
 from orchestration.expectations import suite_rows, suites, validate
@@ -166,6 +168,34 @@ def test_blocking_checks_stop_downstream_assets_on_error_only(tmp_path, emails, 
     ran = dg.AssetKey("contacts_downstream") in materialized
     assert ran is downstream_runs
     assert result.success is downstream_runs
+
+
+def _imported(module: str) -> bool:
+    return module in sys.modules
+
+
+def test_the_load_step_starts_the_checks_child_with_great_expectations_imported(tmp_path):
+    """raw_tables starts the validation child, which imports great-expectations (seconds)
+    while the exports load; the check step of the same process validates in that child and
+    then ends it."""
+    landing = build_landing(tmp_path / "landing", ["a@example.com", "b@example.com"])
+    paths = CdpPaths(warehouse=str(tmp_path / "w.duckdb"), landing=str(landing))
+    with dg.instance_for_test() as instance:
+        assert dg.materialize([raw_tables], resources={"paths": paths}, instance=instance).success
+    assert checks._prepared is not None
+    child, imported = checks._prepared
+    imported.result(timeout=300)
+    assert child.submit(_imported, "great_expectations").result(timeout=60)
+
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [raw_tables, raw_data_quality], resources={"paths": paths}, instance=instance
+        )
+    assert result.success
+    assert len(result.get_asset_check_evaluations()) == 5
+    assert checks._prepared is None
+    with pytest.raises(RuntimeError, match="shutdown"):  # the check used it, then ended it
+        child.submit(_imported, "great_expectations")
 
 
 def test_rows_that_blocked_a_run_block_the_next_one_until_fixed(tmp_path):

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from orchestration.checks import prepare_validation
 from orchestration.loading import RAW_TABLES, load_landing
 from orchestration.resources import CdpPaths
 from orchestration.warehouse import connect
@@ -20,6 +21,7 @@ from orchestration.warehouse import connect
 )
 def raw_tables(context: dg.AssetExecutionContext, paths: CdpPaths):
     """Load new and changed export files; rejected rows go to raw.rejected_rows."""
+    prepare_validation()  # the checks that follow: their child starts while this step loads
     landing = paths.landing_dir()
     context.log.info(f"Loading exports from {landing}")
     with connect(paths.warehouse_path()) as con:
