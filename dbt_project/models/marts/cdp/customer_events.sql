@@ -107,9 +107,10 @@ changed_from as (
     group by customer_id
 ),
 
--- Their other events, as they are here.
+-- Their other events, as they are here (read once: DuckDB reads every column of every row
+-- of this table to find them).
 kept as materialized (
-    select old.message_id, old.customer_id, old.event_at, old.session_id
+    select old.*
     from {{ this }} as old
     semi join changed_from as c on old.customer_id = c.customer_id
     anti join keyed on old.message_id = keyed.message_id
@@ -141,11 +142,9 @@ recomputed_from as (
 events as (
     select *, null::varchar as kept_session_id from keyed
     union all by name
-    select old.* exclude (session_id), old.session_id as kept_session_id
-    from {{ this }} as old
-    inner join recomputed_from as r
-        on old.customer_id = r.customer_id and old.event_at >= r.event_at
-    anti join keyed on old.message_id = keyed.message_id
+    select k.* exclude (session_id), k.session_id as kept_session_id
+    from kept as k
+    inner join recomputed_from as r on k.customer_id = r.customer_id and k.event_at >= r.event_at
 ),
 {% else %}
 events as not materialized (
