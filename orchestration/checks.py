@@ -12,7 +12,7 @@ The validation runs in a child process, which returns its memory when it exits (
 so that it imports great-expectations while the exports load."""
 
 import multiprocessing
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -23,10 +23,11 @@ from orchestration.resources import CdpPaths
 
 CHECK_NAME = "great_expectations"
 
-# The validation child started by prepare_validation, with its import of great-expectations
-# (about 2.4 s). A run executes its steps in one process (the job's in_process_executor), so
-# the check's step finds the child its load step started.
-_prepared: tuple[ProcessPoolExecutor, Future] | None = None
+# The validation child started by prepare_validation, importing great-expectations (about
+# 2.4 s). A run executes its steps in one process (the job's in_process_executor), so the
+# check's step finds the child its load step started. A failed import needs no handling here:
+# the validation imports it again and reports the error.
+_prepared: ProcessPoolExecutor | None = None
 
 
 def _spawn_child() -> ProcessPoolExecutor:
@@ -39,20 +40,15 @@ def prepare_validation() -> None:
     the next ``raw_data_quality`` in this process validates in it."""
     global _prepared
     if _prepared is None:
-        child = _spawn_child()
-        _prepared = (child, child.submit(import_great_expectations))
+        _prepared = _spawn_child()
+        _prepared.submit(import_great_expectations)
 
 
 def _validation_child() -> ProcessPoolExecutor:
-    """The prepared child (a new one if none was prepared, or its import failed)."""
+    """The prepared child, or a new one if none was prepared."""
     global _prepared
-    prepared, _prepared = _prepared, None
-    if prepared is not None:
-        child, imported = prepared
-        if not imported.done() or imported.exception() is None:
-            return child
-        child.shutdown()
-    return _spawn_child()
+    child, _prepared = _prepared or _spawn_child(), None
+    return child
 
 
 def check_result(

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestration.paths import DBT_PROJECT_DIR
+from orchestration.project import DBT_EXECUTABLE
 from tests.postgres_server import postgres_server  # noqa: F401  (a real PostgreSQL, per session)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -26,15 +28,14 @@ def run_cdp(*args: str, env: dict[str, str], timeout: int = 900) -> subprocess.C
 
 
 def dbt(
-    *args: str, warehouse: Path, target: Path, project: Path = PROJECT_ROOT / "dbt_project"
+    *args: str, warehouse: Path, target: Path, project: Path = DBT_PROJECT_DIR
 ) -> subprocess.CompletedProcess:
-    """Run the real dbt (beside this Python) in ``project`` on ``warehouse``, with its own
-    target folder."""
-    env = {**os.environ, "CDP_WAREHOUSE": str(warehouse), "GX_ANALYTICS_ENABLED": "false"}
+    """Run the real dbt (the one the pipeline runs) in ``project`` on ``warehouse``, with its
+    own target folder."""
     return subprocess.run(
-        [str(Path(sys.executable).with_name("dbt")), *args, "--target-path", str(target)],
+        [DBT_EXECUTABLE, *args, "--target-path", str(target)],
         cwd=project,
-        env=env,
+        env={**os.environ, "CDP_WAREHOUSE": str(warehouse)},
         capture_output=True,
         text=True,
         timeout=900,

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import duckdb
 
-from tests.conftest import PROJECT_ROOT, dbt, run_cdp
+from orchestration.paths import DBT_PROJECT_DIR
+from tests.conftest import dbt, run_cdp
 from tests.customer_pipeline import (
     CONTACT_HEADER,
     CRAFTED_CONTACTS,
@@ -29,7 +30,6 @@ from tests.customer_pipeline import (
     message,
 )
 
-DBT_PROJECT = PROJECT_ROOT / "dbt_project"
 SCHEMAS = ("staging", "identity", "intermediate", "cdp", "segments")
 # Tables that record each build rather than the data: a rebuild appends its own rows (or
 # counts the change since the build before it), so they differ by design.
@@ -493,7 +493,7 @@ def test_a_run_that_builds_a_repeated_key_fails_and_keeps_the_table(
     warehouse = tmp_path / "copy.duckdb"
     shutil.copyfile(two_runs.warehouse, warehouse)
     project = tmp_path / "dbt_project"
-    shutil.copytree(DBT_PROJECT, project, ignore=shutil.ignore_patterns("target", "logs"))
+    shutil.copytree(DBT_PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs"))
     model = project / "models" / "marts" / "cdp" / "customer_events.sql"
     model.write_text(
         model.read_text() + "union all (select * from final order by message_id limit 1)\n"

@@ -16,6 +16,7 @@ import duckdb
 import pandas as pd
 import pytest
 
+from orchestration.paths import DBT_PROJECT_DIR
 from seeds.generator import generate
 from tests.conftest import dbt, run_cdp
 
@@ -247,10 +248,10 @@ def test_the_next_run_reuses_the_parse_of_the_project(first_run, second_run, tmp
     and unchanged files skips parsing. The state of a parse with another profile (the start-up
     `dbt parse` of `make run` or of `dagster dev`, with no warehouse path set) made every such
     run parse the whole project again."""
-    project = Path(__file__).resolve().parent.parent / "dbt_project"
     target = tmp_path / "target"
     target.mkdir()
-    shutil.copyfile(project / "target" / "partial_parse.msgpack", target / "partial_parse.msgpack")
+    state = "partial_parse.msgpack"
+    shutil.copyfile(DBT_PROJECT_DIR / "target" / state, target / state)
     result = dbt(
         "ls", "--select", "customers", "--log-path", str(tmp_path),
         warehouse=first_run.warehouse.resolve(), target=target,
@@ -332,25 +333,10 @@ def test_a_customer_card_is_found_by_any_variant_of_an_email(first_run):
 
 
 def test_dbt_build_works_on_its_own_against_the_same_warehouse(first_run, second_run):
-    import os
-    import subprocess
-
-    from orchestration.project import DBT_EXECUTABLE
-
-    result = subprocess.run(
-        [
-            DBT_EXECUTABLE,
-            "build",
-            "--quiet",
-            "--target-path",
-            str(first_run.warehouse.parent / "dbt_target"),
-        ],
-        cwd=Path(__file__).resolve().parent.parent / "dbt_project",
-        env={**os.environ, "CDP_WAREHOUSE": str(first_run.warehouse)},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    result = dbt(
+        "build", "--quiet",
+        warehouse=first_run.warehouse, target=first_run.warehouse.parent / "dbt_target",
+    )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     with duckdb.connect(str(first_run.warehouse), read_only=True) as con:
         assert con.execute("select count(*) from cdp.cdp.customers").fetchone()[0] > 0
