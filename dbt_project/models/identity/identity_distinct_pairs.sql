@@ -51,11 +51,13 @@ candidates as (
         (old.first_seen_at, old.first_record_key, old.first_source_file, old.first_source_line),
         old._built_at,
     from {{ this }} as old
-    semi join pairs as p
-        on old.a_type = p.a_type
-        and old.a_value = p.a_value
-        and old.b_type = p.b_type
-        and old.b_value = p.b_value
+    -- Matched on a hash of the pair: DuckDB then builds the join's hash table from the new
+    -- pairs. Matched on the four columns, it built it from this table's every row (its
+    -- estimate of the new pairs is the whole of identity_pairs): at 1M customers 1.3 s against
+    -- 0.3 s with 1% new data, 1.5 s against 0.02 s with none. A pair whose hash equals a new
+    -- pair's without being it is added up alone, into the row it already has.
+    where hash(old.a_type, old.a_value, old.b_type, old.b_value)
+        in (select hash(a_type, a_value, b_type, b_value) from pairs)
     {% endif %}
 ),
 

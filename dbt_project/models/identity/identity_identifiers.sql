@@ -2,8 +2,8 @@
 -- node: named in the same records as more distinct people-level identifiers than its type's
 -- super_node_threshold) get no node_id and never link anything; the others get a dense
 -- node_id for connected components. The rules come from identity_rules.yml.
-with occurrences as (
-    select * from {{ ref('identity_occurrences') }}
+with identifier_counts as (
+    select * from {{ ref('identity_identifier_counts') }}
 ),
 
 distinct_pairs as (
@@ -19,14 +19,8 @@ blocklist as (
 ),
 
 identifiers as (
-    select
-        identifier_type,
-        identifier_value,
-        min(seen_at) as first_seen_at,
-        max(seen_at) as last_seen_at,
-        count(*) as occurrence_count,
-    from occurrences
-    group by identifier_type, identifier_value
+    select identifier_type, identifier_value, first_seen_at, last_seen_at, occurrence_count,
+    from identifier_counts
 ),
 
 -- Exact entries match by a hash join; each regex entry is inlined as a constant pattern

@@ -9,14 +9,15 @@
 -- event here, plus the aliases whose previousId a new message now uses as a userId (it
 -- becomes a user id). The table is rebuilt when raw event rows were removed (macro
 -- rebuild_if_raw_events_removed) or when the rules that collect identifiers changed (column
--- rules_version).
+-- rules_version). _built_at (the start of the dbt invocation that wrote the row) tells
+-- identity_identifier_counts which rows are new.
 {{ config(
     materialized='incremental',
     incremental_strategy='delete+insert',
     unique_key='record_key',
     on_schema_change='fail',
     pre_hook=[
-        "{{ rebuild_if_columns_changed(added={'_loaded_at': 'timestamptz', 'rules_version': 'varchar'}, removed=['record_id']) }}",
+        "{{ rebuild_if_columns_changed(added={'_loaded_at': 'timestamptz', 'rules_version': 'varchar', '_built_at': 'timestamptz'}, removed=['record_id']) }}",
         "{{ rebuild_if_raw_events_removed(identity_event_watermark()) }}",
         "{{ identity_delete_stale_rows() }}",
         "{% if is_incremental() %}delete from {{ this }} where record_key in (select 'event:' || message_id from {{ ref('stg_events__messages') }} where _loaded_at > {{ identity_event_watermark() }}){% endif %}",
@@ -49,4 +50,5 @@ final as (
 select
     *,
     (select any_value(rules_version) from identifier_types) as rules_version,
+    {{ build_started_at() }} as _built_at,
 from final
