@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -65,6 +66,19 @@ def test_the_dbt_resource_knows_the_version_of_the_dbt_it_runs():
     ).stdout
     installed = reported.split("installed:", 1)[1].split()[0]
     assert str(resource._cli_version) == installed
+
+
+def test_the_dbt_resource_makes_no_dbt_adapter_in_the_dagster_process():
+    """dagster-dbt would make a dbt adapter in this process before each dbt command, only to
+    fetch column metadata that the assets never ask for; the resource runs dbt without one."""
+    resource = defs().resources["dbt"]
+    invocation = resource.cli(["ls", "--select", "customers", "--output", "name"])
+    try:
+        invocation.wait()
+        assert invocation.is_successful()
+        assert invocation.adapter is None
+    finally:
+        shutil.rmtree(invocation.target_path, ignore_errors=True)
 
 
 def test_the_sensor_asks_for_a_run_only_when_landing_files_change(tmp_path, monkeypatch):
