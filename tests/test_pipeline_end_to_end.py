@@ -16,6 +16,7 @@ import duckdb
 import pandas as pd
 import pytest
 
+from orchestration.assets.dbt import PARSE_STATE
 from orchestration.paths import DBT_PROJECT_DIR
 from seeds.generator import generate
 from tests.conftest import dbt, run_cdp
@@ -250,8 +251,7 @@ def test_the_next_run_reuses_the_parse_of_the_project(first_run, second_run, tmp
     run parse the whole project again."""
     target = tmp_path / "target"
     target.mkdir()
-    state = "partial_parse.msgpack"
-    shutil.copyfile(DBT_PROJECT_DIR / "target" / state, target / state)
+    shutil.copyfile(DBT_PROJECT_DIR / "target" / PARSE_STATE, target / PARSE_STATE)
     result = dbt(
         "ls", "--select", "customers", "--log-path", str(tmp_path),
         warehouse=first_run.warehouse.resolve(), target=target,

@@ -37,6 +37,19 @@ where (record_source = 'crm_contact' and {{ identity_contacts_changed() }})
 {%- endif -%}
 {%- endmacro %}
 
+{# Pre-hook of a model that adds up, incrementally, the rows of `source` built since its own
+   newest _built_at (identity_distinct_pairs, identity_identifier_counts): it empties the
+   model when `source` lost rows since (a record collected again, contacts re-read, a
+   rebuild), because then the rows of `source` built up to that _built_at no longer add up to
+   `count_column` here, and the run rebuilds the model from every row. #}
+{% macro rebuild_if_rows_removed_from(source, count_column) -%}
+{%- if is_incremental() -%}
+delete from {{ this }}
+where (select count(*) from {{ source }} where _built_at <= (select max(_built_at) from {{ this }}))
+    <> (select sum({{ count_column }}) from {{ this }})
+{%- endif -%}
+{%- endmacro %}
+
 {% macro identity_contacts_changed() -%}
 {{ contacts_loaded_since_build('record_source', 'crm_contact') }}
 {%- endmacro %}

@@ -17,7 +17,7 @@
     on_schema_change='fail',
     pre_hook=[
         "{{ rebuild_if_columns_changed(added={'_built_at': 'timestamptz'}) }}",
-        "{% if is_incremental() %}delete from {{ this }} where (select count(*) from {{ ref('identity_pairs') }} where _built_at <= (select max(_built_at) from {{ this }})) <> (select sum(record_count) from {{ this }}){% endif %}",
+        "{{ rebuild_if_rows_removed_from(ref('identity_pairs'), 'record_count') }}",
     ],
 ) }}
 

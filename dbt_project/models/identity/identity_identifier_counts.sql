@@ -8,15 +8,15 @@
 -- adds them up again (delete+insert by the identifier). That equals a full rebuild as long as
 -- identity_occurrences only gained rows. When it lost some (a record collected again,
 -- contacts re-read, a rebuild), its rows built up to that _built_at no longer add up to the
--- occurrence_count here, and the pre-hook empties this table so that the run rebuilds it
--- from every occurrence.
+-- occurrence_count here, and the pre-hook (macro rebuild_if_rows_removed_from) empties this
+-- table so that the run rebuilds it from every occurrence.
 {{ config(
     materialized='incremental',
     incremental_strategy='delete+insert',
     unique_key=['identifier_type', 'identifier_value'],
     on_schema_change='fail',
     pre_hook=[
-        "{% if is_incremental() %}delete from {{ this }} where (select count(*) from {{ ref('identity_occurrences') }} where _built_at <= (select max(_built_at) from {{ this }})) <> (select sum(occurrence_count) from {{ this }}){% endif %}",
+        "{{ rebuild_if_rows_removed_from(ref('identity_occurrences'), 'occurrence_count') }}",
     ],
 ) }}
 

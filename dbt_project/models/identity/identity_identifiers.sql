@@ -2,8 +2,9 @@
 -- node: named in the same records as more distinct people-level identifiers than its type's
 -- super_node_threshold) get no node_id and never link anything; the others get a dense
 -- node_id for connected components. The rules come from identity_rules.yml.
-with identifier_counts as (
-    select * from {{ ref('identity_identifier_counts') }}
+with identifiers as (
+    select identifier_type, identifier_value, first_seen_at, last_seen_at, occurrence_count,
+    from {{ ref('identity_identifier_counts') }}
 ),
 
 distinct_pairs as (
@@ -16,11 +17,6 @@ identifier_types as (
 
 blocklist as (
     select * from {{ ref('identity_blocklist') }}
-),
-
-identifiers as (
-    select identifier_type, identifier_value, first_seen_at, last_seen_at, occurrence_count,
-    from identifier_counts
 ),
 
 -- Exact entries match by a hash join; each regex entry is inlined as a constant pattern
