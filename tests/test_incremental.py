@@ -108,6 +108,7 @@ def test_incremental_run_equals_full_refresh(two_runs: TwoRuns, tmp_path: Path):
         "identity.identity_distinct_pairs",
         "identity.identity_identifier_counts",
         "intermediate.int_customer_profile_values",
+        "cdp.customer_identifiers",
     } <= names
 
 
@@ -139,6 +140,31 @@ def test_second_run_was_incremental_and_keyed_the_merge(two_runs: TwoRuns):
     ).fetchone()
     occurrences = con.execute("select count(*) from identity.identity_occurrences").fetchone()[0]
     assert builds == (2, occurrences)
+
+
+def test_customer_identifiers_writes_only_the_identifiers_that_changed(
+    two_runs: TwoRuns, tmp_path: Path
+):
+    """A build with no registry change and no new count since the last one writes no row of
+    cdp.customer_identifiers: a row edited in between stays as edited (a full rebuild would
+    write it again from the registry and the counts), and a full refresh restores it."""
+    warehouse = tmp_path / "copy.duckdb"
+    shutil.copyfile(two_runs.warehouse, warehouse)
+    row = "select first_seen_at from cdp.customer_identifiers where identifier_value = 'anon-cy-2'"
+    with duckdb.connect(str(warehouse)) as con:
+        (seen,) = con.execute(row).fetchone()
+        con.execute(
+            "update cdp.customer_identifiers set first_seen_at = timestamptz '2001-01-01 00:00Z' "
+            "where identifier_value = 'anon-cy-2'"
+        )
+    for refresh, expected in (([], "2001-01-01"), (["--full-refresh"], seen.isoformat()[:10])):
+        result = dbt(
+            "run", "--select", "customer_identifiers", *refresh,
+            warehouse=warehouse, target=tmp_path / "target",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout[-3000:]
+        with duckdb.connect(str(warehouse), read_only=True) as con:
+            assert con.execute(row).fetchone()[0].isoformat()[:10] == expected
 
 
 def write_jsonl(path: Path, messages: list[dict]) -> None:
