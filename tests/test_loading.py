@@ -732,6 +732,37 @@ def test_ensure_raw_schema_is_idempotent_and_creates_every_raw_table(con):
     assert set(loading.RAW_TABLES) == set(FILE_KINDS)
 
 
+def test_events_json_objects_are_stored_with_zstd(con, landing):
+    """raw.events keeps traits, properties and context with ZSTD compression (schema.py),
+    which DuckDB does not choose by itself for strings this short; the other columns keep
+    DuckDB's own choice."""
+    messages = [
+        event(f"m{i}", userId=f"u{i}", event="Product Viewed",
+              properties={"sku": f"sku-{i % 50}", "price": i % 97},
+              context={"page": {"url": f"https://shop.example/p/{i % 50}"}, "ip": "10.0.0.1"},
+              traits={"plan": "pro"})
+        for i in range(3000)
+    ]  # fmt: skip
+    write_events(landing / "events" / "e.jsonl", messages)
+    load_landing(con, landing)
+    con.execute("CHECKPOINT")
+    stored = dict(
+        rows(
+            con,
+            "SELECT column_name, list(DISTINCT compression ORDER BY compression) "
+            "FROM pragma_storage_info('raw.events') WHERE segment_type <> 'VALIDITY' "
+            "AND compression NOT IN ('Constant', 'Empty Validity') GROUP BY column_name",
+        )
+    )
+    assert {column: stored[column] for column in ("traits", "properties", "context")} == {
+        column: ["ZSTD"] for column in ("traits", "properties", "context")
+    }
+    assert "ZSTD" not in stored["message_id"]
+    assert rows(con, "SELECT count(*), count(DISTINCT properties->>'sku') FROM raw.events") == [
+        (3000, 50)
+    ]
+
+
 def test_progress_reports_one_line_per_file_with_counts(con, landing):
     write_events(landing / "events" / "events-2026-10.jsonl", [event("a"), event("b"), "x"])
     lines: list[str] = []

@@ -45,6 +45,13 @@ CRM_TIMESTAMP_COLUMNS = frozenset({"create_date", "last_activity_date", "close_d
 _META_DDL = (
     "_source_file VARCHAR NOT NULL, _source_line BIGINT NOT NULL, _loaded_at TIMESTAMPTZ NOT NULL"
 )
+# An event's JSON objects are most of its bytes. DuckDB would store them with its dictionary
+# and FSST compression (it considers ZSTD only for strings of 4,096 bytes or more on average,
+# setting zstd_min_string_length); ZSTD makes them about a third of the size and is cheaper
+# to write: six event files at a million customers (1.5M events) loaded in 7.3 s against
+# 8.0-8.6 s (13.0-13.5 s CPU against 14.5-15.6 s) into 179 MB against 271 MB. A table made
+# before keeps the compression it was made with.
+_JSON_DDL = "JSON USING COMPRESSION zstd"
 SCHEMA_DDL = (
     "CREATE SCHEMA IF NOT EXISTS raw",
     *(
@@ -56,7 +63,7 @@ SCHEMA_DDL = (
         "message_id VARCHAR NOT NULL, type VARCHAR NOT NULL, event VARCHAR, name VARCHAR, "
         "user_id VARCHAR, anonymous_id VARCHAR, previous_id VARCHAR, group_id VARCHAR, "
         "event_at TIMESTAMPTZ NOT NULL, received_at TIMESTAMPTZ, "
-        f"traits JSON, properties JSON, context JSON, {_META_DDL})"
+        f"traits {_JSON_DDL}, properties {_JSON_DDL}, context {_JSON_DDL}, {_META_DDL})"
     ),
     (
         "CREATE TABLE IF NOT EXISTS raw.loaded_files ("
