@@ -88,6 +88,23 @@ def test_each_suite_reports_every_expectation_with_its_counts(tmp_path):
     assert tickets == {"record_id is present": (True, 0, 0)}
 
 
+def test_validation_does_not_fingerprint_the_rows(tmp_path, monkeypatch):
+    """great-expectations hashes every row of a pandas batch under 1 GB for a fingerprint that
+    nothing reads (seconds at millions of rows); validate turns that off and still counts."""
+    from great_expectations.execution_engine import pandas_execution_engine
+
+    def no_fingerprint(frame):
+        raise AssertionError(f"fingerprinted a batch of {len(frame)} rows")
+
+    monkeypatch.setattr(pandas_execution_engine, "hash_pandas_dataframe", no_fingerprint)
+    landing = build_landing(tmp_path / "landing", ["a@example.com", "nope"])
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        load_landing(con, landing)
+        events = outcomes_by_rule(con, "raw.events")
+    assert events["message_id is unique (duplicates are removed in staging)"] == (False, 2, 5)
+    assert events["traits.email looks like an email address"] == (False, 1, 2)
+
+
 def test_the_event_suite_counts_only_the_rows_loaded_since_and_finds_an_unknown_type(tmp_path):
     """A row written into raw.events by hand with an unknown type fails the critical type
     rule; of the rows loaded since a time, only those are validated: a message id repeated

@@ -47,9 +47,10 @@ _META_DDL = (
 )
 # An event's JSON objects are most of its bytes. DuckDB would store them with its dictionary
 # and FSST compression (it considers ZSTD only for strings of 4,096 bytes or more on average,
-# setting zstd_min_string_length); ZSTD makes them about a third of the size and is cheaper
-# to write: six event files at a million customers (1.5M events) loaded in 7.3 s against
-# 8.0-8.6 s (13.0-13.5 s CPU against 14.5-15.6 s) into 179 MB against 271 MB. A table made
+# setting zstd_min_string_length). With ZSTD, six event files at a million customers (1.5M
+# events) loaded in 6.8-7.4 s against 8.0-8.6 s (12.2-13.5 s CPU against 14.5-15.6 s), into
+# 179 MB against 271 MB; staging them from scratch took 2-5% longer (decompressing). ZSTD for
+# the id columns too made the table larger (247 MB) and staging 20% slower. A table made
 # before keeps the compression it was made with.
 _JSON_DDL = "JSON USING COMPRESSION zstd"
 SCHEMA_DDL = (
