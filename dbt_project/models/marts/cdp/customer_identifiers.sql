@@ -35,14 +35,18 @@
 
 -- depends_on: {{ ref('identity_identifier_counts') }}
 {% if is_incremental() %}
-with changed as (
+with watermark as (
+    select coalesce(max(assigned_at), '-infinity'::timestamptz) as assigned_at from {{ this }}
+),
+
+changed as (
     select identifier_type, identifier_value
     from {{ ref('identity_registry') }}
-    where changed_at > (select coalesce(max(assigned_at), '-infinity'::timestamptz) from {{ this }})
+    where changed_at > (select assigned_at from watermark)
     union
     select identifier_type, identifier_value
     from {{ ref('identity_identifier_counts') }}
-    where _built_at > (select coalesce(max(assigned_at), '-infinity'::timestamptz) from {{ this }})
+    where _built_at > (select assigned_at from watermark)
 ),
 
 identifiers as (
