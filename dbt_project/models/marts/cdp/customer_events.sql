@@ -152,7 +152,11 @@ events as not materialized (
 ),
 {% endif %}
 
--- Sessions on the narrow columns, joined back by message_id.
+-- Sessions on the narrow columns, joined back by message_id. A session's id is made from its
+-- customer and its first event's time: the time of the latest session start up to the event
+-- (a running max, in the order of the starts; event_at is never NULL). At a million customers
+-- the query took 39.6-44.3 s (77-86 s CPU) so, against 45.8-46.2 s (89-90 s CPU) with a
+-- running count of the starts and the min(event_at) of each (customer, count): a third window.
 session_starts as (
     select
         message_id,
@@ -167,23 +171,16 @@ session_starts as (
     where customer_id is not null
 ),
 
-session_numbers as (
-    select
-        *,
-        sum(case when is_session_start then 1 else 0 end) over (
-            partition by customer_id order by event_at, message_id
-            rows between unbounded preceding and current row
-        ) as session_number,
-    from session_starts
-),
-
 sessions as (
     select
         message_id,
         'ses_' || substr(md5(customer_id || ':' || cast(epoch_ms(
-            min(event_at) over (partition by customer_id, session_number)
+            max(case when is_session_start then event_at end) over (
+                partition by customer_id order by event_at, message_id
+                rows between unbounded preceding and current row
+            )
         ) as varchar)), 1, 16) as session_id,
-    from session_numbers
+    from session_starts
 ),
 
 final as (
