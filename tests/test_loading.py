@@ -793,6 +793,19 @@ def test_repeated_message_ids_are_counted_not_dropped(con, landing):
     assert rows(con, "SELECT count(*) - count(DISTINCT message_id) FROM raw.events") == [(3,)]
 
 
+def test_a_first_load_counts_the_ids_repeated_across_its_files(con, landing):
+    """The first load's files have no earlier rows to look their ids up in; an id in two of
+    them still counts once for each row after its first."""
+    write_events(landing / "events" / "a.jsonl", [event("m1"), event("m2"), event("m2")])
+    write_events(landing / "events" / "b.jsonl", [event("m2"), event("m3")])
+    write_events(landing / "events" / "c.jsonl", [event("m1"), event("m4")])
+
+    report = load_landing(con, landing)
+
+    assert report.repeated_message_ids == 3  # m2 twice more, m1 once more
+    assert rows(con, "SELECT count(*) FROM raw.events") == [(7,)]
+
+
 def test_landing_files_lists_the_exports_only(landing):
     write(landing / "crm" / "contacts.csv", "Record ID\n1\n")
     write(landing / "crm" / "notes.txt", "x")
