@@ -178,12 +178,14 @@ def _repeated_message_ids(con: duckdb.DuckDBPyConnection, sources: list[str]) ->
     before the lookup: 0.45 s against 1.1 s for 191,240 new rows among 20M. When no other file
     has rows (the first load), there is nothing to look up, and no hash table of the new ids
     to build for it: at a million customers (18.9M rows) 2.1-2.4 s against 3.6-4.0 s (6.7 s
-    the first time). Asking costs a later load 0.05 s (0.63 s against 0.58-0.59 s in all).
+    the first time). Asking whether another file has a row stops at the first one: 1-2 ms for
+    a later load at 19M rows (a count of them took 0.05 s).
     """
     if not sources:
         return 0
     others = con.execute(
-        "SELECT count(*) FROM raw.events WHERE _source_file NOT IN (SELECT unnest($sources))",
+        "SELECT EXISTS (SELECT 1 FROM raw.events "
+        "WHERE _source_file NOT IN (SELECT unnest($sources)))",
         {"sources": sources},
     ).fetchall()[0][0]
     if not others:  # every row of raw.events is of these files
