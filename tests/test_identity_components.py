@@ -216,14 +216,59 @@ def test_resolve_components_reads_duckdb_relations_and_applies_the_limits():
     assert labels[0] == labels[2] == labels[3] != labels[1]
 
 
-def test_resolve_components_refuses_node_ids_that_are_not_dense():
+def test_resolve_components_takes_any_distinct_node_ids_and_breaks_ties_in_their_order():
+    # Node ids are hashes (macro identity_node_id): far apart, negative or not, in any order.
+    # u1 and u2 (limit one user_id) reach the device d1 at the same time: the tie goes to the
+    # link with the lower node ids, so renumbering the nodes changes who keeps d1.
+    def resolve(u1: int, u2: int, d1: int) -> dict[int, int]:
+        con = duckdb.connect()
+        con.execute(
+            "create table nodes as select * from (values (?, 1), (?, 1), (?, 5)) "
+            "v(node_id, priority)",
+            [u2, u1, d1],
+        )
+        con.execute(
+            "create table edges as select * from (values (least(?, ?), greatest(?, ?), "
+            "timestamptz '2026-01-01'), (least(?, ?), greatest(?, ?), timestamptz '2026-01-01')) "
+            "v(src_node_id, dst_node_id, first_seen_at)",
+            [u1, d1, u1, d1, u2, d1, u2, d1],
+        )
+        con.execute(
+            "create table types as select * from (values (1, 1), (5, null)) "
+            "v(priority, max_per_customer)"
+        )
+        frame = components.resolve_components(
+            con.table("nodes"), con.table("edges"), con.table("types")
+        )
+        assert sorted(frame["node_id"]) == sorted([u1, u2, d1])
+        return dict(zip(frame["node_id"], frame["component_id"], strict=True))
+
+    labels = resolve(u1=-(2**62), u2=7, d1=2**62)
+    assert labels[-(2**62)] == labels[2**62] != labels[7]
+    labels = resolve(u1=7, u2=-(2**62), d1=2**62)
+    assert labels[-(2**62)] == labels[2**62] != labels[7]
+
+
+def test_resolve_components_refuses_a_node_id_shared_by_two_identifiers():
     con = duckdb.connect()
-    con.execute("create table nodes as select * from (values (0, 1), (2, 1)) v(node_id, priority)")
+    con.execute("create table nodes as select * from (values (9, 1), (9, 2)) v(node_id, priority)")
     con.execute(
         "create table edges (src_node_id bigint, dst_node_id bigint, first_seen_at timestamptz)"
     )
-    con.execute("create table types (priority int, identifier_type varchar, max_per_customer int)")
-    with pytest.raises(ValueError, match="must be dense"):
+    con.execute("create table types (priority int, max_per_customer int)")
+    with pytest.raises(ValueError, match="node_id 9 belongs to two identifiers"):
+        components.resolve_components(con.table("nodes"), con.table("edges"), con.table("types"))
+
+
+def test_resolve_components_refuses_an_edge_to_an_unknown_node():
+    con = duckdb.connect()
+    con.execute("create table nodes as select * from (values (3, 1), (8, 2)) v(node_id, priority)")
+    con.execute(
+        "create table edges as select * from (values (3, 8, timestamptz '2026-01-01'), "
+        "(3, 5, timestamptz '2026-01-01')) v(src_node_id, dst_node_id, first_seen_at)"
+    )
+    con.execute("create table types (priority int, max_per_customer int)")
+    with pytest.raises(ValueError, match="names node_id 5, which no usable identifier"):
         components.resolve_components(con.table("nodes"), con.table("edges"), con.table("types"))
 
 

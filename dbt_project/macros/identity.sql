@@ -54,6 +54,14 @@ where (select count(*) from {{ source }} where _built_at <= (select max(_built_a
 {{ contacts_loaded_since_build('record_source', 'crm_contact') }}
 {%- endmacro %}
 
+{# The node_id of a usable identifier (identity_identifiers, identity_edges): DuckDB's 64-bit
+   hash of (type, value), shifted to fit a BIGINT. identity_edges computes it from a pair
+   instead of joining the identifiers; the identity models are rebuilt every run, so no
+   node_id outlives a run (nor a DuckDB upgrade that changes the hash). #}
+{% macro identity_node_id(identifier_type, identifier_value) -%}
+(hash({{ identifier_type }}, {{ identifier_value }}) >> 1)::bigint
+{%- endmacro %}
+
 {# The regex entries of identity_blocklist (built earlier in the same run), each with its
    identifier type, pattern and reason as SQL string literals. None while parsing. #}
 {% macro blocklist_regex_entries() -%}

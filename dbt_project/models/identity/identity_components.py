@@ -40,37 +40,55 @@ class Refusal:
 def resolve_components(nodes, edges, identifier_types) -> pd.DataFrame:
     """node_id and component_id of every usable identifier.
 
-    nodes: node_id (dense 0..n-1), priority; edges: src_node_id, dst_node_id, first_seen_at;
-    identifier_types: priority, max_per_customer. Types are coded by their
+    nodes: node_id (any distinct integers), priority; edges: src_node_id, dst_node_id,
+    first_seen_at; identifier_types: priority, max_per_customer. Types are coded by their
     priority, which the rules keep unique. identifiers_held_out describes the refused links
     (the allowed edges whose ends end up in different components).
+
+    scipy wants nodes numbered 0..n-1: each node is numbered by its node_id's rank, so the
+    node id order still breaks ties in apply_limits.
     """
     limits = dict(
         identifier_types.filter("max_per_customer is not null")
         .project("priority, max_per_customer")
         .fetchall()
     )
-    node_columns = nodes.project("node_id, priority").fetchnumpy()
+    node_columns = nodes.project("node_id, priority").order("node_id").fetchnumpy()
     node_ids = np.asarray(node_columns["node_id"], dtype=np.int64)
-    node_count = len(node_ids)
-    present = np.zeros(node_count, dtype=bool)
-    if node_count and (node_ids.min() < 0 or node_ids.max() >= node_count):
-        raise ValueError("identity_identifiers.node_id must be dense (0..n-1) for scipy")
-    present[node_ids] = True
-    if not present.all():
-        raise ValueError("identity_identifiers.node_id must be dense (0..n-1) for scipy")
-    type_codes = np.zeros(node_count, dtype=np.int64)
-    type_codes[node_ids] = np.asarray(node_columns["priority"], dtype=np.int64)
+    index = pd.Index(node_ids)
+    if not index.is_unique:
+        repeated = int(node_ids[1:][node_ids[1:] == node_ids[:-1]][0])
+        raise ValueError(
+            f"identity_identifiers.node_id {repeated} belongs to two identifiers (their values "
+            "share a hash): identity_components stops rather than link them"
+        )
+    type_codes = np.asarray(node_columns["priority"], dtype=np.int64)
 
     edge_columns = edges.project(
         "src_node_id, dst_node_id, epoch_ms(first_seen_at) as first_seen_ms"
     ).fetchnumpy()
-    src = np.asarray(edge_columns["src_node_id"], dtype=np.int64)
-    dst = np.asarray(edge_columns["dst_node_id"], dtype=np.int64)
-    labels = component_labels(src, dst, node_count)
+    src = _node_numbers(index, np.asarray(edge_columns["src_node_id"], dtype=np.int64))
+    dst = _node_numbers(index, np.asarray(edge_columns["dst_node_id"], dtype=np.int64))
+    labels = component_labels(src, dst, len(node_ids))
     first_seen_ms = np.asarray(edge_columns["first_seen_ms"], dtype=np.int64)
     apply_limits(labels, src, dst, first_seen_ms, type_codes, limits)
-    return pd.DataFrame({"node_id": np.arange(node_count, dtype=np.int64), "component_id": labels})
+    return pd.DataFrame({"node_id": node_ids, "component_id": labels})
+
+
+def _node_numbers(index: pd.Index, ends: np.ndarray) -> np.ndarray:
+    """The number of each edge end: its node_id's position in the sorted `index`.
+
+    A hash table lookup: at a million customers, building the index of 4.1M ids and looking
+    up both ends of 5.3M edges took 1.2-1.4 s, against 6.8-8.5 s for np.searchsorted on the
+    sorted ids (a binary search per end, in random order).
+    """
+    numbers = index.get_indexer(ends)
+    if (numbers < 0).any():
+        raise ValueError(
+            f"identity_edges names node_id {int(ends[numbers < 0][0])}, which no usable "
+            "identifier of identity_identifiers has"
+        )
+    return numbers.astype(np.int64, copy=False)
 
 
 def component_labels(src: np.ndarray, dst: np.ndarray, node_count: int) -> np.ndarray:

@@ -1,7 +1,9 @@
 -- One row per distinct identifier. Identifiers held out by a rule (the blocklist, or a super
 -- node: named in the same records as more distinct people-level identifiers than its type's
--- super_node_threshold) get no node_id and never link anything; the others get a dense
--- node_id for connected components. The rules come from identity_rules.yml.
+-- super_node_threshold) get no node_id and never link anything; the others get a node_id for
+-- connected components: a hash of (type, value) (macro identity_node_id), so identity_edges
+-- computes both ends of a link from the pair itself instead of looking them up here. The
+-- rules come from identity_rules.yml.
 with identifiers as (
     select identifier_type, identifier_value, first_seen_at, last_seen_at, occurrence_count,
     from {{ ref('identity_identifier_counts') }}
@@ -103,13 +105,15 @@ classified as (
         on i.identifier_type = s.identifier_type and i.identifier_value = s.identifier_value
 ),
 
+-- A hash, not a row number in (type, value) order: at a million customers the model took
+-- 3.9 s against 6.3 s with the row number (a sort of 4.1M strings), and identity_edges 2.1 s
+-- against 5.0 s (no join of 5.5M pairs to 4.1M identifiers). Two values that share a hash
+-- fail node_id's unique test, and identity_components refuses them.
 final as (
     select
         case
             when held_out_rule is null
-            then row_number() over (
-                partition by held_out_rule is null order by identifier_type, identifier_value
-            ) - 1
+            then {{ identity_node_id('identifier_type', 'identifier_value') }}
         end as node_id,
         *,
     from classified
