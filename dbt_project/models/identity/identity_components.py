@@ -38,7 +38,7 @@ class Refusal:
 
 
 def resolve_components(nodes, edges, identifier_types) -> pd.DataFrame:
-    """node_id and component_id of every usable identifier.
+    """node_id, component_id and split_by_limit of every usable identifier.
 
     nodes: node_id (any distinct integers), priority; edges: src_node_id, dst_node_id,
     first_seen_at; identifier_types: priority, max_per_customer. Types are coded by their
@@ -46,7 +46,9 @@ def resolve_components(nodes, edges, identifier_types) -> pd.DataFrame:
     (the allowed edges whose ends end up in different components).
 
     scipy wants nodes numbered 0..n-1: each node is numbered by its node_id's rank, so the
-    node id order still breaks ties in apply_limits.
+    node id order still breaks ties in apply_limits. split_by_limit is true for the
+    identifiers of a component that a per-type limit split: only between those can a link
+    have been refused, so identifiers_held_out looks for refused links among them alone.
     """
     limits = dict(
         identifier_types.filter("max_per_customer is not null")
@@ -70,9 +72,17 @@ def resolve_components(nodes, edges, identifier_types) -> pd.DataFrame:
     src = _node_numbers(index, np.asarray(edge_columns["src_node_id"], dtype=np.int64))
     dst = _node_numbers(index, np.asarray(edge_columns["dst_node_id"], dtype=np.int64))
     labels = component_labels(src, dst, len(node_ids))
+    unlimited_count = int(labels.max()) + 1 if len(labels) else 0
     first_seen_ms = np.asarray(edge_columns["first_seen_ms"], dtype=np.int64)
     apply_limits(labels, src, dst, first_seen_ms, type_codes, limits)
-    return pd.DataFrame({"node_id": node_ids, "component_id": labels})
+    # apply_limits labels the parts of the components it split from unlimited_count up.
+    return pd.DataFrame(
+        {
+            "node_id": node_ids,
+            "component_id": labels,
+            "split_by_limit": labels >= unlimited_count,
+        }
+    )
 
 
 def _node_numbers(index: pd.Index, ends: np.ndarray) -> np.ndarray:
