@@ -73,16 +73,11 @@ def resolve_components(nodes, edges, identifier_types) -> pd.DataFrame:
     src = _node_numbers(index, np.asarray(edge_columns["src_node_id"], dtype=np.int64))
     dst = _node_numbers(index, np.asarray(edge_columns["dst_node_id"], dtype=np.int64))
     labels = component_labels(src, dst, len(node_ids))
-    unlimited_count = int(labels.max()) + 1 if len(labels) else 0
+    unlimited = labels.copy()
     first_seen_ms = np.asarray(edge_columns["first_seen_ms"], dtype=np.int64)
     apply_limits(labels, src, dst, first_seen_ms, type_codes, limits)
-    # apply_limits labels the parts of the components it split from unlimited_count up.
     return pd.DataFrame(
-        {
-            "node_id": node_ids,
-            "component_id": labels,
-            "split_by_limit": labels >= unlimited_count,
-        }
+        {"node_id": node_ids, "component_id": labels, "split_by_limit": labels != unlimited}
     )
 
 
@@ -121,7 +116,8 @@ def apply_limits(
     type_codes: np.ndarray,
     limits: dict[int, int],
 ) -> list[Refusal]:
-    """Split the components that break a limit; relabels `labels` in place.
+    """Split the components that break a limit; relabels `labels` in place (every part of a
+    split component gets a label of its own, above all the labels before).
 
     Only components holding more identifiers of a limited type than its limit are rebuilt,
     with a union-find that adds their edges strongest first (the priority of the weaker end,
