@@ -6,6 +6,7 @@ pipeline writes `cdp.duckdb` and, after each successful run, publishes a copy
 reader never blocks a run.
 """
 
+import errno
 import fcntl
 import mmap
 import os
@@ -88,10 +89,11 @@ def copy_file(source: Path, target: Path, chunk_bytes: int = 64 << 20) -> None:
     """Copy source to target, writing past the page cache (O_DIRECT) where the file system
     allows it, and flush target to disk.
 
-    At a million customers the warehouse is 7.5 GB. A plain copy (shutil.copyfile) spent
-    14-30 s here, nearly all of it in the kernel putting the written pages through the page
-    cache; with direct writes the same copy took 3-8 s (BENCHMARKS.md). Reads stay buffered:
-    the pages dbt has just written are often still in memory.
+    At a million customers the warehouse is 7.5 GB. After an incremental run, a plain copy
+    (shutil.copyfile) of it took 14-31 s here, nearly all of it kernel time spent putting the
+    written pages through the page cache; with direct writes it took 3-8 s alone and 7-10 s
+    in the pipeline, flushed (BENCHMARKS.md). Reads stay buffered: the pages dbt has just
+    written are often still in memory.
     """
     buffer = mmap.mmap(-1, chunk_bytes)  # page-aligned, as O_DIRECT needs
     view = memoryview(buffer)
@@ -121,9 +123,11 @@ _O_DIRECT = getattr(os, "O_DIRECT", 0)  # Linux; other systems copy through the 
 def _open_for_direct_writing(path: Path) -> int:
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     try:
-        return os.open(path, flags | _O_DIRECT, 0o644)
-    except OSError:  # a file system that refuses O_DIRECT (EINVAL)
-        return os.open(path, flags, 0o644)
+        return os.open(path, flags | _O_DIRECT, 0o666)
+    except OSError as error:
+        if error.errno != errno.EINVAL:  # EINVAL: the file system refuses O_DIRECT
+            raise
+        return os.open(path, flags, 0o666)
 
 
 def _fill(reader: int, buffer: mmap.mmap, view: memoryview) -> int:
