@@ -75,7 +75,8 @@ def _quoted(path: Path) -> str:
 
 
 def publish(warehouse: Path) -> Path:
-    """Copy the warehouse to its published path atomically and return that path."""
+    """Copy the warehouse to its published path, on disk before it replaces the previous copy
+    (atomically), and return that path."""
     with connect(warehouse) as con:
         con.execute("checkpoint warehouse")
     published = published_path(warehouse)
@@ -83,6 +84,9 @@ def publish(warehouse: Path) -> Path:
     copy_file(warehouse, staging)
     os.replace(staging, published)
     return published
+
+
+_O_DIRECT = getattr(os, "O_DIRECT", 0)  # Linux; other systems copy through the page cache
 
 
 def copy_file(source: Path, target: Path, chunk_bytes: int = 64 << 20) -> None:
@@ -115,9 +119,6 @@ def copy_file(source: Path, target: Path, chunk_bytes: int = 64 << 20) -> None:
         os.close(reader)
         view.release()
         buffer.close()
-
-
-_O_DIRECT = getattr(os, "O_DIRECT", 0)  # Linux; other systems copy through the page cache
 
 
 def _open_for_direct_writing(path: Path) -> int:

@@ -17,6 +17,7 @@ the merges and splits.
 """
 
 import hashlib
+from collections import defaultdict
 from datetime import UTC, datetime
 
 import numpy as np
@@ -310,12 +311,9 @@ def _details(session, released: pd.DataFrame, edges: str) -> pd.DataFrame:
         session.unregister("identity_registry_involved")
         links = _edges_touching(session, edges, nodes.index.to_numpy())
         inside = _allowed_links_by_component(nodes, links)
-        no_links = links.iloc[:0].assign(src_previous=None, dst_previous=None)
         for change, previous_id, customer_id, component, count, owner in groups:
             if change == "merge":
-                detail = _merge_reason(
-                    previous_id, customer_id, nodes, inside.get(component, no_links)
-                )
+                detail = _merge_reason(previous_id, customer_id, nodes, inside[component])
             else:
                 detail = _split_reason(
                     previous_id, customer_id, count, component, owner, nodes, links, released
@@ -349,9 +347,10 @@ def _record(link: pd.Series) -> str:
     return f"{link.first_record_key} ({link.first_source_file} line {link.first_source_line})"
 
 
-def _allowed_links_by_component(nodes: pd.DataFrame, links: pd.DataFrame) -> dict:
+def _allowed_links_by_component(nodes: pd.DataFrame, links: pd.DataFrame) -> defaultdict:
     """The allowed links with both ends in the same component of nodes, grouped by that
-    component, with the previous customer id of each end (src_previous, dst_previous).
+    component, with the previous customer id of each end (src_previous, dst_previous); a
+    component without such links gets none.
 
     Computed once for all the merges of a run: filtering every link again for each merge
     took 2.9 s for the 921 merges of an incremental run at a million customers."""
@@ -368,7 +367,7 @@ def _allowed_links_by_component(nodes: pd.DataFrame, links: pd.DataFrame) -> dic
         dst_previous=previous.loc[allowed["dst_node_id"]].to_numpy(),
     )
     allowed = allowed[allowed["component_id"] == allowed["dst_component_id"]]
-    return dict(tuple(allowed.groupby("component_id")))
+    return defaultdict(lambda: allowed.iloc[:0], tuple(allowed.groupby("component_id")))
 
 
 def _merge_reason(
