@@ -173,23 +173,27 @@ def write_jsonl(path: Path, messages: list[dict]) -> None:
 
 
 def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: Path):
-    """Three more loads into a copy of the warehouse, each followed by an incremental build:
+    """More loads into a copy of the warehouse, each followed by an incremental build:
 
     1. a file whose name sorts before every other holds a copy of a known messageId with
        another anonymousId (the copy becomes the kept one), an alias from a previousId
-       nobody has used as a userId yet, and a page view from a kiosk's anonymousId;
-    2. a message that uses that previousId as a userId (the alias now names a user id),
+       nobody has used as a userId yet, a page view from a kiosk's anonymousId, and a
+       sign-in with a blocklisted email on a shared tablet;
+    2. ten people sign in on the tablet, as many as its threshold allows: the blocklisted
+       email of step 1 is not counted, so it stays usable (only the identifiers with new
+       records are classified again in this build);
+    3. a message that uses that previousId as a userId (the alias now names a user id),
        twelve people signing in on the kiosk (its anonymousId becomes a super node), a
        copy of another known messageId in a file that sorts after its first copy's (the
        first copy stays), and late page views of a known customer that fill the gap between
        two of its sessions (they become one: the later session's events are written again,
        the sessions before stay);
-    3. the first file changes (its earlier rows are replaced): the event models rebuild;
-    4. a new CRM contacts export: a later version of a known contact with another email and
-       a phone, and a new contact with the email of step 2's signed-in person (the contacts
+    4. the first file changes (its earlier rows are replaced): the event models rebuild;
+    5. a new CRM contacts export: a later version of a known contact with another email and
+       a phone, and a new contact with the email of step 3's signed-in person (the contacts
        are collected again; in the runs before, they were left as they were).
 
-    After 2, 3 and 4 the tables equal a full rebuild of the same warehouse.
+    After 2, 3, 4 and 5 the tables equal a full rebuild of the same warehouse.
     """
     from orchestration.loading import load_landing
 
@@ -246,6 +250,14 @@ def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: 
                 userId="u-late-person"),
         message("page", "2026-11-18T11:00:00Z", "t-kiosk-0", anonymousId="anon-kiosk",
                 name="Home"),
+        message("identify", "2026-11-18T12:00:00Z", "t-shared-0", anonymousId="anon-shared",
+                traits={"email": "test@test.com"}),
+    ]  # fmt: skip
+    # The shared tablet: 10 people sign in on it, as many as its threshold allows.
+    shared = [
+        message("identify", f"2026-11-19T1{i % 10}:30:00Z", f"t-shared-{i}",
+                anonymousId="anon-shared", traits={"email": f"shared-{i}@crafted-mail.net"})
+        for i in range(1, 11)
     ]  # fmt: skip
     # A shared kiosk: signed in by 12 people, its anonymousId becomes a super node (held out).
     kiosk = [
@@ -255,6 +267,7 @@ def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: 
     ]  # fmt: skip
     steps = [
         ("0-early.jsonl", first_file),
+        ("shared.jsonl", shared),
         ("late-2.jsonl", [
             message("identify", "2026-11-19T10:00:00Z", "t-late-login", userId="late-account",
                     anonymousId="anon-late-device", traits={"email": "late@crafted-mail.net"}),
@@ -271,12 +284,23 @@ def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: 
         report = load_landing(con, landing)
         con.close()
         statuses = {f.path.name: f.status for f in report.files}
-        assert statuses[name] == ("replaced" if step == 3 else "loaded")
+        assert statuses[name] == ("replaced" if step == 4 else "loaded")
         result = dbt("build", warehouse=warehouse, target=tmp_path / "target")
         assert result.returncode == 0, result.stdout[-4000:]
         if step >= 2:
             assert_same_as_rebuild(warehouse, tmp_path / f"step{step}")
         if step == 2:
+            # identity_identifiers was built incrementally: the blocklisted email kept its row.
+            con = duckdb.connect(str(warehouse), read_only=True)
+            built = dict(
+                con.execute(
+                    "select identifier_value, _built_at from identity.identity_identifiers "
+                    "where identifier_value in ('anon-shared', 'test@test.com')"
+                ).fetchall()
+            )
+            con.close()
+            assert built["test@test.com"] < built["anon-shared"], built
+        if step == 3:
             con = duckdb.connect(str(warehouse), read_only=True)
             sessions = dict(
                 con.execute(
@@ -308,7 +332,7 @@ def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: 
     con.close()
     result = dbt("build", warehouse=warehouse, target=tmp_path / "target")
     assert result.returncode == 0, result.stdout[-4000:]
-    assert_same_as_rebuild(warehouse, tmp_path / "step4")
+    assert_same_as_rebuild(warehouse, tmp_path / "step5")
 
     con = duckdb.connect(str(warehouse), read_only=True)
     late_copy = con.execute(
@@ -340,6 +364,12 @@ def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: 
         "select rule from identity.identifiers_held_out where identifier_value = 'anon-kiosk'"
     ).fetchall()
     assert held_out == [("super_node",)]
+    # The shared tablet's blocklisted neighbour, read in an earlier run, is still not counted.
+    shared_rule = con.execute(
+        "select held_out_rule from identity.identity_identifiers "
+        "where identifier_value in ('anon-shared', 'test@test.com') order by identifier_value"
+    ).fetchall()
+    assert shared_rule == [(None,), ("blocklist",)]
     kiosk_page = con.execute(
         "select customer_id from cdp.cdp.customer_events where message_id = 't-kiosk-0'"
     ).fetchall()

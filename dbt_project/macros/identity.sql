@@ -38,10 +38,11 @@ where (record_source = 'crm_contact' and {{ identity_contacts_changed() }})
 {%- endmacro %}
 
 {# Pre-hook of a model that adds up, incrementally, the rows of `source` built since its own
-   newest _built_at (identity_distinct_pairs, identity_identifier_counts): it empties the
-   model when `source` lost rows since (a record collected again, contacts re-read, a
-   rebuild), because then the rows of `source` built up to that _built_at no longer add up to
-   `count_column` here, and the run rebuilds the model from every row. #}
+   newest _built_at (identity_distinct_pairs, identity_identifier_counts; identity_identifiers
+   keeps each identifier's occurrence count): it empties the model when `source` lost rows
+   since (a record collected again, contacts re-read, a rebuild), because then the rows of
+   `source` built up to that _built_at no longer add up to `count_column` here, and the run
+   rebuilds the model from every row. #}
 {% macro rebuild_if_rows_removed_from(source, count_column) -%}
 {%- if is_incremental() -%}
 delete from {{ this }}
@@ -56,11 +57,25 @@ where (select count(*) from {{ source }} where _built_at <= (select max(_built_a
 
 {# The node_id of a usable identifier (identity_identifiers, identity_edges): DuckDB's 64-bit
    hash of (type, value), shifted to fit a BIGINT. identity_edges computes it from a pair
-   instead of joining the identifiers; the identity models are rebuilt every run, so no
-   node_id outlives a run (nor a DuckDB upgrade that changes the hash). #}
+   instead of joining the identifiers. identity_identifiers keeps its rows from run to run,
+   and is rebuilt when DuckDB's hash changes (a DuckDB upgrade: macro
+   identity_identifiers_rules_fingerprint); the other models that hold node ids are rebuilt
+   every run. #}
 {% macro identity_node_id(identifier_type, identifier_value) -%}
 (hash({{ identifier_type }}, {{ identifier_value }}) >> 1)::bigint
 {%- endmacro %}
+
+{# What an identity_identifiers row was classified by (SQL, one string): the identifier types
+   (priority, limits, people-level, super-node thresholds...), the blocklist, and DuckDB's
+   hash (the node ids). The model is rebuilt when it changes. #}
+{% macro identity_identifiers_rules_fingerprint() -%}
+(select md5(concat_ws('#',
+    (select string_agg(t::varchar, ';' order by t.identifier_type) from {{ ref('identity_identifier_types') }} as t),
+    (select string_agg(b::varchar, ';' order by b.identifier_type, b.match_type, b.pattern) from {{ ref('identity_blocklist') }} as b),
+    hash('identity_node_id')::varchar
+)))
+{%- endmacro %}
+
 
 {# The regex entries of identity_blocklist (built earlier in the same run), each with its
    identifier type, pattern and reason as SQL string literals. None while parsing. #}

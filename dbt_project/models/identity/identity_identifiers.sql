@@ -4,14 +4,63 @@
 -- connected components: a hash of (type, value) (macro identity_node_id), so identity_edges
 -- computes both ends of a link from the pair itself instead of looking them up here. The
 -- rules come from identity_rules.yml.
-with identifiers as (
-    select identifier_type, identifier_value, first_seen_at, last_seen_at, occurrence_count,
+--
+-- Incremental: a run classifies again only the identifiers whose row can have changed, those
+-- of the identity_identifier_counts rows and of both ends of the identity_distinct_pairs rows
+-- built since the newest _built_at here (delete+insert by the identifier); every other row
+-- keeps its counts, its neighbours and so its rule. The pre-hooks empty the table, so that
+-- the run classifies every identifier, when identity_occurrences lost rows since (records
+-- collected again: an identifier or a pair may be gone, and its rows built up to the newest
+-- _built_at here no longer add up to the occurrence counts here; macro
+-- rebuild_if_rows_removed_from, as identity_identifier_counts does) or when the rules the rows
+-- were classified by changed (rules_fingerprint: the identifier types, the blocklist and
+-- DuckDB's hash, which makes the node ids). At a million customers with 1% new data: 83,091
+-- counts rows and 43,587 pairs.
+-- depends_on: {{ ref('identity_occurrences') }}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key=['identifier_type', 'identifier_value'],
+    on_schema_change='fail',
+    pre_hook=[
+        "{{ rebuild_if_columns_changed(added={'_built_at': 'timestamptz', 'rules_fingerprint': 'varchar'}) }}",
+        "{{ rebuild_if_rows_removed_from(ref('identity_occurrences'), 'occurrence_count') }}",
+        "{% if is_incremental() %}delete from {{ this }} where rules_fingerprint <> {{ identity_identifiers_rules_fingerprint() }}{% endif %}",
+    ],
+) }}
+
+{%- set watermark = "(select coalesce(max(_built_at), '-infinity'::timestamptz) from " ~ this ~ ")" %}
+
+with counts as (
+    select identifier_type, identifier_value, first_seen_at, last_seen_at, occurrence_count, _built_at,
     from {{ ref('identity_identifier_counts') }}
 ),
 
 distinct_pairs as (
-    select a_type, a_value, b_type, b_value from {{ ref('identity_distinct_pairs') }}
+    select a_type, a_value, b_type, b_value, _built_at from {{ ref('identity_distinct_pairs') }}
 ),
+
+{% if is_incremental() %}
+-- The identifiers classified again: new occurrences, or a new or recounted pair.
+changed as (
+    select identifier_type, identifier_value from counts where _built_at > {{ watermark }}
+    union
+    select a_type, a_value from distinct_pairs where _built_at > {{ watermark }}
+    union
+    select b_type, b_value from distinct_pairs where _built_at > {{ watermark }}
+),
+
+identifiers as (
+    select c.* exclude (_built_at)
+    from counts as c
+    semi join changed as ch
+        on c.identifier_type = ch.identifier_type and c.identifier_value = ch.identifier_value
+),
+{% else %}
+identifiers as (
+    select * exclude (_built_at) from counts
+),
+{% endif %}
 
 identifier_types as (
     select * from {{ ref('identity_identifier_types') }}
@@ -53,13 +102,32 @@ blocked as (
 ),
 
 -- Each identifier with every distinct identifier it shares a record with (both ends of
--- each pair).
+-- each pair). An incremental run reads the pairs of the identifiers it classifies, matched
+-- on a hash so that DuckDB builds the join's hash table from them (as
+-- identity_distinct_pairs does); a pair of another identifier whose hash equals one of theirs
+-- is counted for that other identifier, which is not written.
 neighbours as (
     select a_type as identifier_type, a_value as identifier_value, b_type as neighbour_type, b_value as neighbour_value
     from distinct_pairs
+    {%- if is_incremental() %}
+    where hash(a_type, a_value) in (select hash(identifier_type, identifier_value) from identifiers)
+    {%- endif %}
     union all
     select b_type, b_value, a_type, a_value
     from distinct_pairs
+    {%- if is_incremental() %}
+    where hash(b_type, b_value) in (select hash(identifier_type, identifier_value) from identifiers)
+    {%- endif %}
+),
+
+-- Blocked neighbours are not counted. A neighbour not classified again keeps the rule it has
+-- here: the blocklist is the same (else the pre-hook emptied the table).
+blocked_neighbours as (
+    select identifier_type, identifier_value from blocked
+    {%- if is_incremental() %}
+    union
+    select identifier_type, identifier_value from {{ this }} where held_out_rule = 'blocklist'
+    {%- endif %}
 ),
 
 -- How many unblocked people-level identifiers each identifier shares records with. A blocked
@@ -74,7 +142,7 @@ people_level_neighbours as (
     from neighbours as n
     inner join identifier_types as t
         on n.neighbour_type = t.identifier_type and t.is_people_level
-    anti join blocked as bn
+    anti join blocked_neighbours as bn
         on n.neighbour_type = bn.identifier_type and n.neighbour_value = bn.identifier_value
     group by n.identifier_type, n.identifier_value
 ),
@@ -116,6 +184,8 @@ final as (
             then {{ identity_node_id('identifier_type', 'identifier_value') }}
         end as node_id,
         *,
+        {{ build_started_at() }} as _built_at,
+        {{ identity_identifiers_rules_fingerprint() }} as rules_fingerprint,
     from classified
 )
 
