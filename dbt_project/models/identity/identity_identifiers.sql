@@ -14,8 +14,9 @@
 -- _built_at here no longer add up to the occurrence counts here; macro
 -- rebuild_if_rows_removed_from, as identity_identifier_counts does) or when the rules the rows
 -- were classified by changed (rules_fingerprint: the identifier types, the blocklist and
--- DuckDB's hash, which makes the node ids). At a million customers with 1% new data: 83,091
--- counts rows and 43,587 pairs.
+-- DuckDB's hash, which makes the node ids). At a million customers with 1% new data (83,091
+-- counts rows and 43,587 pairs built since) the model took 2.4-3.3 s, against 4.0-5.1 s as a
+-- table rebuilt every run (the same rows).
 -- depends_on: {{ ref('identity_occurrences') }}
 {{ config(
     materialized='incremental',
