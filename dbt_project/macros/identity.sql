@@ -76,7 +76,6 @@ where (select count(*) from {{ source }} where _built_at <= (select max(_built_a
 )))
 {%- endmacro %}
 
-
 {# The regex entries of identity_blocklist (built earlier in the same run), each with its
    identifier type, pattern and reason as SQL string literals. None while parsing. #}
 {% macro blocklist_regex_entries() -%}
