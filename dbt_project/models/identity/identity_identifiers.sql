@@ -32,12 +32,16 @@
 
 {%- set watermark = "(select coalesce(max(_built_at), '-infinity'::timestamptz) from " ~ this ~ ")" %}
 
-with counts as (
+-- Not materialized: each is read more than once (the changed identifiers, the neighbours),
+-- and DuckDB then copied the whole table into memory. On the 1M warehouse the select took
+-- 0.27-0.40 s with nothing new, against 0.69-0.89 s materialized, and 1.70-1.82 s built from
+-- scratch against 2.14-2.29 s (two or three warm runs each, the same rows).
+with counts as not materialized (
     select identifier_type, identifier_value, first_seen_at, last_seen_at, occurrence_count, _built_at,
     from {{ ref('identity_identifier_counts') }}
 ),
 
-distinct_pairs as (
+distinct_pairs as not materialized (
     select a_type, a_value, b_type, b_value, _built_at from {{ ref('identity_distinct_pairs') }}
 ),
 
