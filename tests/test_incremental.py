@@ -177,13 +177,15 @@ def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: 
 
     1. a file whose name sorts before every other holds a copy of a known messageId with
        another anonymousId (the copy becomes the kept one), an alias from a previousId
-       nobody has used as a userId yet, a page view from a kiosk's anonymousId, and a
-       sign-in with a blocklisted email on a shared tablet;
+       nobody has used as a userId yet, a page view from a kiosk's anonymousId and a
+       sign-in on the kiosk (a link), and a sign-in with a blocklisted email on a shared
+       tablet;
     2. ten people sign in on the tablet, as many as its threshold allows: the blocklisted
-       email of step 1 is not counted, so it stays usable (only the identifiers with new
-       records are classified again in this build);
-    3. a message that uses that previousId as a userId (the alias now names a user id),
-       twelve people signing in on the kiosk (its anonymousId becomes a super node), a
+       email of step 1 is not counted, so it stays usable; twelve more people sign in on
+       the kiosk: its anonymousId becomes a super node, and its link of step 1 is gone (only
+       the identifiers with new records are classified again in this build, and only their
+       links made again);
+    3. a message that uses that previousId as a userId (the alias now names a user id), a
        copy of another known messageId in a file that sorts after its first copy's (the
        first copy stays), and late page views of a known customer that fill the gap between
        two of its sessions (they become one: the later session's events are written again,
@@ -250,6 +252,8 @@ def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: 
                 userId="u-late-person"),
         message("page", "2026-11-18T11:00:00Z", "t-kiosk-0", anonymousId="anon-kiosk",
                 name="Home"),
+        message("identify", "2026-11-18T11:30:00Z", "t-kiosk-signin-0", anonymousId="anon-kiosk",
+                userId="u-kiosk-0", traits={}),
         message("identify", "2026-11-18T12:00:00Z", "t-shared-0", anonymousId="anon-shared",
                 traits={"email": "test@test.com"}),
     ]  # fmt: skip
@@ -259,7 +263,7 @@ def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: 
                 anonymousId="anon-shared", traits={"email": f"shared-{i}@crafted-mail.net"})
         for i in range(1, 11)
     ]  # fmt: skip
-    # A shared kiosk: signed in by 12 people, its anonymousId becomes a super node (held out).
+    # The kiosk: 12 more people sign in, its anonymousId becomes a super node (held out).
     kiosk = [
         message("identify", f"2026-11-19T1{i % 10}:00:00Z", f"t-kiosk-{i}",
                 anonymousId="anon-kiosk", userId=f"u-kiosk-{i}", traits={})
@@ -267,11 +271,10 @@ def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: 
     ]  # fmt: skip
     steps = [
         ("0-early.jsonl", first_file),
-        ("shared.jsonl", shared),
+        ("shared.jsonl", [*shared, *kiosk]),
         ("late-2.jsonl", [
             message("identify", "2026-11-19T10:00:00Z", "t-late-login", userId="late-account",
                     anonymousId="anon-late-device", traits={"email": "late@crafted-mail.net"}),
-            *kiosk,
             message("track", late_copied[2].isoformat(), late_copied[0], userId=late_copied[1],
                     anonymousId="anon-late-copy", event="Product Viewed", properties={}),
             *bridge,
@@ -298,8 +301,13 @@ def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: 
                     "where identifier_value in ('anon-shared', 'test@test.com')"
                 ).fetchall()
             )
+            # So was identity_edges: it kept the links of the builds before this one.
+            edge_builds = con.execute(
+                "select count(distinct _built_at) from identity.identity_edges"
+            ).fetchone()[0]
             con.close()
             assert built["test@test.com"] < built["anon-shared"], built
+            assert edge_builds >= 2
         if step == 3:
             con = duckdb.connect(str(warehouse), read_only=True)
             sessions = dict(
