@@ -25,7 +25,10 @@
         "{{ rebuild_if_columns_changed(added={'_built_at': 'timestamptz'}) }}",
         "{{ identity_edges_rebuild_if_identifiers_rebuilt() }}",
     ],
-    post_hook="{{ identity_edges_delete_held_out() }}",
+    post_hook=[
+        "{{ identity_edges_delete_held_out() }}",
+        "{{ fail_on_repeated_keys(['src_node_id', 'dst_node_id']) }}",
+    ],
 ) }}
 
 {%- set watermark = "(select coalesce(max(_built_at), '-infinity'::timestamptz) from " ~ this ~ ")" %}
