@@ -212,11 +212,15 @@ def test_resolve_components_reads_duckdb_relations_and_applies_the_limits():
     frame = components.resolve_components(
         con.table("nodes"), con.table("edges"), con.table("types")
     )
-    assert list(frame.columns) == ["node_id", "component_id", "split_by_limit"]
+    assert list(frame.columns) == [
+        "node_id", "component_id", "split_by_limit", "unsplit_component_id"
+    ]  # fmt: skip
     labels = frame.set_index("node_id")["component_id"]
-    # The device d1 was seen with u1 first: u2's later link to it is refused.
-    assert labels[0] == labels[2] == labels[3] != labels[1]
-    assert labels[4] == labels[5] not in {labels[0], labels[1]}
+    # The device d1 was seen with u1 first: u2's later link to it is refused. A component's
+    # id is its lowest node_id, after the limit and before it.
+    assert labels.to_dict() == {0: 0, 1: 1, 2: 0, 3: 0, 4: 4, 5: 4}
+    unsplit = frame.set_index("node_id")["unsplit_component_id"]
+    assert unsplit.to_dict() == {0: 0, 1: 0, 2: 0, 3: 0, 4: 4, 5: 4}
     # u1 and u2 were one component that the limit split; u3's stayed whole.
     split = frame.set_index("node_id")["split_by_limit"]
     assert split.to_dict() == {0: True, 1: True, 2: True, 3: True, 4: False, 5: False}
@@ -291,4 +295,7 @@ def test_resolve_components_of_an_empty_graph_is_empty():
     frame = components.resolve_components(
         con.table("nodes"), con.table("edges"), con.table("types")
     )
-    assert frame.empty and list(frame.columns) == ["node_id", "component_id", "split_by_limit"]
+    assert frame.empty
+    assert list(frame.columns) == [
+        "node_id", "component_id", "split_by_limit", "unsplit_component_id"
+    ]  # fmt: skip

@@ -112,6 +112,22 @@ def test_incremental_run_equals_full_refresh(two_runs: TwoRuns, tmp_path: Path):
     } <= names
 
 
+def test_incremental_python_models_leave_no_batch_tables(two_runs: TwoRuns):
+    """dbt-duckdb writes an incremental Python model's batch (identity_components,
+    identity_registry, int_purchase_propensity_models) to a table <model>__dbt_tmp<time> and
+    leaves it; the post-hook drop_python_batch_tables drops it, so runs do not pile them up."""
+    con = duckdb.connect(str(two_runs.warehouse), read_only=True)
+    left = con.execute(
+        "select table_name from duckdb_tables() where contains(table_name, '__dbt_tmp')"
+    ).fetchall()
+    built = con.execute(
+        "select count(distinct changed_at) from identity.identity_registry"
+    ).fetchone()[0]
+    con.close()
+    assert built == 2  # the second run appended to the registry: it was incremental
+    assert left == []
+
+
 def test_second_run_was_incremental_and_keyed_the_merge(two_runs: TwoRuns):
     """The second run read only the new messages, yet re-keyed the merged device's events:
     Cy's first anonymous device now belongs to Cy's account, sessions and all."""
@@ -178,13 +194,16 @@ def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: 
     1. a file whose name sorts before every other holds a copy of a known messageId with
        another anonymousId (the copy becomes the kept one), an alias from a previousId
        nobody has used as a userId yet, a page view from a kiosk's anonymousId and a
-       sign-in on the kiosk (a link), and a sign-in with a blocklisted email on a shared
-       tablet;
+       sign-in on the kiosk (a link), a sign-in with a blocklisted email on a shared
+       tablet, and three users' sign-ins on a family tablet (a user id's limit splits their
+       component in three);
     2. ten people sign in on the tablet, as many as its threshold allows: the blocklisted
        email of step 1 is not counted, so it stays usable; twelve more people sign in on
        the kiosk: its anonymousId becomes a super node, and its link of step 1 is gone (only
        the identifiers with new records are classified again in this build, and only their
-       links made again);
+       links made again); the family tablet's second user signs in with an email: the
+       component that the limit split is resolved again whole, and only the components of
+       the new links are;
     3. a message that uses that previousId as a userId (the alias now names a user id), a
        copy of another known messageId in a file that sorts after its first copy's (the
        first copy stays), and late page views of a known customer that fill the gap between
@@ -256,6 +275,12 @@ def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: 
                 userId="u-kiosk-0", traits={}),
         message("identify", "2026-11-18T12:00:00Z", "t-shared-0", anonymousId="anon-shared",
                 traits={"email": "test@test.com"}),
+        message("identify", "2026-11-18T13:00:00Z", "t-family-a", anonymousId="anon-family",
+                userId="u-family-a", traits={}),
+        message("identify", "2026-11-18T14:00:00Z", "t-family-b", anonymousId="anon-family",
+                userId="u-family-b", traits={}),
+        message("identify", "2026-11-18T15:00:00Z", "t-family-c", anonymousId="anon-family",
+                userId="u-family-c", traits={}),
     ]  # fmt: skip
     # The shared tablet: 10 people sign in on it, as many as its threshold allows.
     shared = [
@@ -271,7 +296,9 @@ def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: 
     ]  # fmt: skip
     steps = [
         ("0-early.jsonl", first_file),
-        ("shared.jsonl", [*shared, *kiosk]),
+        ("shared.jsonl", [*shared, *kiosk, message(
+            "identify", "2026-11-19T13:00:00Z", "t-family-b-email", userId="u-family-b",
+            traits={"email": "family-b@crafted-mail.net"})]),
         ("late-2.jsonl", [
             message("identify", "2026-11-19T10:00:00Z", "t-late-login", userId="late-account",
                     anonymousId="anon-late-device", traits={"email": "late@crafted-mail.net"}),
@@ -301,13 +328,26 @@ def test_incremental_edge_cases_equal_full_refresh(two_runs: TwoRuns, tmp_path: 
                     "where identifier_value in ('anon-shared', 'test@test.com')"
                 ).fetchall()
             )
-            # So was identity_edges: it kept the links of the builds before this one.
-            edge_builds = con.execute(
-                "select count(distinct _built_at) from identity.identity_edges"
-            ).fetchone()[0]
+            # So were identity_edges and identity_components: they kept rows of the builds
+            # before this one.
+            builds = [
+                con.execute(f"select count(distinct _built_at) from identity.{table}").fetchone()[0]
+                for table in ("identity_edges", "identity_components")
+            ]
+            # The family tablet stays with the user seen on it first; the second, split off,
+            # got his email.
+            family = dict(
+                con.execute(
+                    "select identifier_value, customer_id from cdp.cdp.customer_identifiers "
+                    "where identifier_value in "
+                    "('anon-family', 'u-family-a', 'u-family-b', 'family-b@crafted-mail.net')"
+                ).fetchall()
+            )
             con.close()
             assert built["test@test.com"] < built["anon-shared"], built
-            assert edge_builds >= 2
+            assert min(builds) >= 2, builds
+            assert family["anon-family"] == family["u-family-a"] != family["u-family-b"], family
+            assert family["family-b@crafted-mail.net"] == family["u-family-b"], family
         if step == 3:
             con = duckdb.connect(str(warehouse), read_only=True)
             sessions = dict(

@@ -59,9 +59,9 @@ where (select count(*) from {{ source }} where _built_at <= (select max(_built_a
    hash of (type, value), shifted to fit a BIGINT. identity_edges computes it from a pair
    instead of joining the identifiers. identity_identifiers keeps its rows from run to run,
    and is rebuilt when DuckDB's hash changes (a DuckDB upgrade: macro
-   identity_identifiers_rules_fingerprint); so is identity_edges, emptied when
-   identity_identifiers was (macro identity_edges_rebuild_if_identifiers_rebuilt); the other
-   models that hold node ids are rebuilt every run. #}
+   identity_identifiers_rules_fingerprint); so are identity_edges and identity_components,
+   emptied when identity_identifiers was (macro identity_empty_if_identifiers_rebuilt); the
+   other models that hold node ids are rebuilt every run. #}
 {% macro identity_node_id(identifier_type, identifier_value) -%}
 (hash({{ identifier_type }}, {{ identifier_value }}) >> 1)::bigint
 {%- endmacro %}
@@ -292,11 +292,12 @@ records as {{ 'materialized ' if materialize_records else '' }}(
 )
 {%- endmacro %}
 
-{# Pre-hook of identity_edges: empty it when identity_identifiers was emptied and built again
-   since its newest _built_at (every identifiers row is newer): records were collected again
-   (a pair may be gone) or the rules changed (never_link), so the run makes every link
-   again. #}
-{% macro identity_edges_rebuild_if_identifiers_rebuilt() -%}
+{# Pre-hook of identity_edges (identity_components does the same in Python): empty the
+   calling model when identity_identifiers was emptied and built again since its
+   newest _built_at (every identifiers row is newer): records were collected again (a pair
+   may be gone) or the rules changed (never_link, limits, node ids), so the run builds every
+   row again. #}
+{% macro identity_empty_if_identifiers_rebuilt() -%}
 {%- if is_incremental() -%}
 delete from {{ this }}
 where (select min(_built_at) from {{ ref('identity_identifiers') }})
@@ -304,19 +305,17 @@ where (select min(_built_at) from {{ ref('identity_identifiers') }})
 {%- endif -%}
 {%- endmacro %}
 
-{# Post-hook of identity_edges: in an incremental run, delete the links of identifiers held
-   out now (identity_identifiers without a node_id): one held out since it was linked keeps no
-   link. At most a few thousand identifiers, matched by their would-be node id. #}
-{% macro identity_edges_delete_held_out() -%}
+{# Post-hook of identity_edges and identity_components: in an incremental run, delete the rows
+   that name an identifier held out now (identity_identifiers without a node_id) in one of
+   `columns`: one held out since it was linked keeps no link and no component. At most a few
+   thousand identifiers, matched by their would-be node id. #}
+{% macro identity_delete_held_out_nodes(columns) -%}
 {%- if is_incremental() -%}
 delete from {{ this }}
-where src_node_id in (
+where {% for column in columns %}{{ column }} in (
         select {{ identity_node_id('identifier_type', 'identifier_value') }}
         from {{ ref('identity_identifiers') }} where node_id is null
-    )
-    or dst_node_id in (
-        select {{ identity_node_id('identifier_type', 'identifier_value') }}
-        from {{ ref('identity_identifiers') }} where node_id is null
-    )
+    ){% if not loop.last %}
+    or {% endif %}{% endfor %}
 {%- endif -%}
 {%- endmacro %}

@@ -39,12 +39,8 @@ having count(*) > 1
    batch instead of a uniqueness test on the whole table every run. #}
 {% macro fail_on_repeated_keys(columns) -%}
 {%- if execute -%}
-{#- dbt-duckdb names the batch <model>__dbt_tmp<time>, a temporary table of this connection #}
-{%- set found = run_query(
-    "select max(table_name) from duckdb_tables() where temporary and starts_with(table_name, '"
-    ~ this.identifier ~ "__dbt_tmp')"
-).columns[0].values()[0] -%}
-{%- set rows = adapter.quote(found) if found else this -%}
+{%- set found = batch_tables(newest_only=true) -%}
+{%- set rows = found[0] if found else this -%}
 {%- set key = columns | join(', ') -%}
 select error(
     '{{ this.identifier }}: the rows this run built repeat ' || count(*) || ' key(s) of ('
@@ -53,5 +49,33 @@ select error(
 )
 from ({{ repeated_keys(rows, key) }})
 having count(*) > 0
+{%- endif -%}
+{%- endmacro %}
+
+{# The tables dbt-duckdb wrote this model's batch to, named <model>__dbt_tmp<time>, fully
+   qualified, newest first (only the newest with newest_only): a temporary table of this
+   connection for a SQL model, a table of the Python session's default schema for a Python
+   model (which dbt-duckdb does not drop: macro drop_python_batch_tables). #}
+{% macro batch_tables(newest_only=false) -%}
+{%- set found = run_query(
+    "select database_name, schema_name, table_name from duckdb_tables() "
+    ~ "where database_name in ('temp', '" ~ this.database ~ "') and starts_with(table_name, '"
+    ~ this.identifier ~ "__dbt_tmp') order by table_name desc" ~ (" limit 1" if newest_only else "")
+) -%}
+{%- set names = [] -%}
+{%- for row in found.rows -%}
+{%- do names.append(adapter.quote(row[0]) ~ '.' ~ adapter.quote(row[1]) ~ '.' ~ adapter.quote(row[2])) -%}
+{%- endfor -%}
+{{- return(names) -}}
+{%- endmacro %}
+
+{# Last post-hook of an incremental Python model: drop the tables its batches were written to.
+   dbt-duckdb writes a Python model's batch to a table of the session's default schema, not a
+   temporary one, and leaves it there: one more table every run otherwise. #}
+{% macro drop_python_batch_tables() -%}
+{%- if execute -%}
+{%- for name in batch_tables() %}
+drop table {{ name }};
+{%- endfor %}
 {%- endif -%}
 {%- endmacro %}

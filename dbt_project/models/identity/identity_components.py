@@ -8,6 +8,21 @@
    customer more identifiers of a type than its limit. identifiers_held_out lists the refused
    links (allowed edges whose ends end up in different components) with the reason.
 
+A component's id is its lowest node_id (component_id after the limits, unsplit_component_id
+before them), so that it does not depend on which identifiers were read.
+
+Incremental: a run reads again only the components of the identifiers identity_identifiers
+classified again since the newest _built_at here, and of both ends of the links
+identity_edges made again since: every identifier of their unsplit components, those
+identifiers, and the links between them (delete+insert by node_id). A component none of them
+was in has the same identifiers and links as before, and keeps its rows. The post-hook
+deletes the rows of identifiers held out now; the model empties the table first when
+identity_identifiers was emptied and rebuilt (records collected again, or the rules changed),
+as identity_edges' pre-hook does (_empty_when_stale). _built_at is the newest _built_at of the
+identifiers and links read. The identifiers read are all those with a node_id read again, so
+a new identifier whose node_id (a hash) another already has is read with it and refused, as
+in a full run.
+
 `resolve_components` is the whole step, DuckDB relations in and one row per identifier out
 (numbers only, so that writing 5M rows back stays cheap);
 tests/benchmarks/bench_identity.py times it and tests/test_identity_components.py checks it.
@@ -22,12 +37,88 @@ from scipy.sparse.csgraph import connected_components
 
 
 def model(dbt, session):
-    dbt.config(materialized="table")
-    return resolve_components(
-        nodes=dbt.ref("identity_identifiers").filter("node_id is not null"),
-        edges=dbt.ref("identity_edges").filter("is_allowed"),
-        identifier_types=dbt.ref("identity_identifier_types"),
+    # dbt-duckdb writes a Python model's batch from the model's own connection (`session`)
+    # after dbt's transaction began, so dbt sees no batch columns at first and rolls its
+    # transaction back once: on_schema_change="fail" would always fail, and the work of a
+    # pre-hook would be undone. What the SQL models do in pre-hooks is done here, on
+    # `session`; the post-hooks (_identity__models.yml) run after the batch is written.
+    dbt.config(
+        materialized="incremental",
+        incremental_strategy="delete+insert",
+        unique_key="node_id",
+        on_schema_change="append_new_columns",
     )
+    identifiers = dbt.ref("identity_identifiers")
+    edges = dbt.ref("identity_edges")
+    nodes = identifiers.filter("node_id is not null")
+    links = edges.filter("is_allowed")
+    if dbt.is_incremental:
+        _empty_when_stale(session, str(dbt.this), identifiers.sql_query())
+        session.execute(
+            REGION.format(
+                this=dbt.this, identifiers=identifiers.sql_query(), edges=edges.sql_query()
+            )
+        )
+        nodes = nodes.filter("node_id in (select node_id from identity_components_region)")
+        links = links.filter(
+            "src_node_id in (select node_id from identity_components_region) "
+            "or dst_node_id in (select node_id from identity_components_region)"
+        )
+    [(built_at,)] = session.sql(
+        f"select greatest((select max(_built_at) from ({identifiers.sql_query()})), "
+        f"(select max(_built_at) from ({edges.sql_query()})))"
+    ).fetchall()
+    frame = resolve_components(nodes, links, dbt.ref("identity_identifier_types"))
+    frame["_built_at"] = pd.Series(pd.Timestamp(built_at), index=frame.index)
+    return frame
+
+
+def _empty_when_stale(session, this: str, identifiers: str) -> None:
+    """Empty `this` so that the run resolves every component: when it was built by an earlier
+    version without the columns an incremental run reads (they are added), or when
+    identity_identifiers was emptied and built again since its newest _built_at (every
+    identifiers row is newer: records collected again, or the rules changed; as the macro
+    identity_empty_if_identifiers_rebuilt does for identity_edges)."""
+    present = set(session.sql(f"select * from {this} limit 0").columns)
+    missing = [(name, kind) for name, kind in NEW_COLUMNS if name not in present]
+    if missing:
+        session.execute(f"delete from {this}")
+        for name, kind in missing:
+            session.execute(f"alter table {this} add column {name} {kind}")
+    session.execute(
+        f"delete from {this} where (select min(_built_at) from ({identifiers})) "
+        f"> (select max(_built_at) from {this})"
+    )
+
+
+# The columns an incremental run reads that earlier versions of the table did not have.
+NEW_COLUMNS = (("unsplit_component_id", "bigint"), ("_built_at", "timestamptz"))
+
+
+# The node ids read again by an incremental run, into a temp table: the identifiers classified
+# again since the newest _built_at here (held out or not: their would-be node id, macro
+# identity_node_id) and both ends of the links made again since, with every identifier of
+# the unsplit components any of them was in.
+REGION = """
+create or replace temp table identity_components_region as
+with watermark as (
+    select coalesce(max(_built_at), '-infinity'::timestamptz) as built_at from {this}
+),
+changed as (
+    select (hash(identifier_type, identifier_value) >> 1)::bigint as node_id
+    from ({identifiers}) where _built_at > (select built_at from watermark)
+    union
+    select src_node_id from ({edges}) where _built_at > (select built_at from watermark)
+    union
+    select dst_node_id from ({edges}) where _built_at > (select built_at from watermark)
+)
+select node_id from changed
+union
+select node_id from {this}
+where unsplit_component_id in (
+    select unsplit_component_id from {this} where node_id in (select node_id from changed)
+)
+"""
 
 
 @dataclass(frozen=True)
@@ -38,7 +129,9 @@ class Refusal:
 
 
 def resolve_components(nodes, edges, identifier_types) -> pd.DataFrame:
-    """node_id, component_id and split_by_limit of every usable identifier.
+    """node_id, component_id, split_by_limit and unsplit_component_id of every usable
+    identifier: a component's id is its lowest node_id, after the limits (component_id) and
+    before them (unsplit_component_id).
 
     nodes: node_id (any distinct integers), priority; edges: src_node_id, dst_node_id,
     first_seen_at; identifier_types: priority, max_per_customer. Types are coded by their
@@ -77,8 +170,24 @@ def resolve_components(nodes, edges, identifier_types) -> pd.DataFrame:
     first_seen_ms = np.asarray(edge_columns["first_seen_ms"], dtype=np.int64)
     apply_limits(labels, src, dst, first_seen_ms, type_codes, limits)
     return pd.DataFrame(
-        {"node_id": node_ids, "component_id": labels, "split_by_limit": labels != unlimited}
+        {
+            "node_id": node_ids,
+            "component_id": _lowest_node_ids(labels, node_ids),
+            "split_by_limit": labels != unlimited,
+            "unsplit_component_id": _lowest_node_ids(unlimited, node_ids),
+        }
     )
+
+
+def _lowest_node_ids(labels: np.ndarray, node_ids: np.ndarray) -> np.ndarray:
+    """The lowest node_id of each node's label: an id for its component that does not depend
+    on which other components were read. node_ids is sorted, so it is the node_id of the
+    lowest node number with that label."""
+    if len(labels) == 0:
+        return node_ids.copy()
+    first = np.full(int(labels.max()) + 1, len(labels), dtype=np.int64)
+    np.minimum.at(first, labels, np.arange(len(labels), dtype=np.int64))
+    return node_ids[first[labels]]
 
 
 def _node_numbers(index: pd.Index, ends: np.ndarray) -> np.ndarray:
@@ -92,7 +201,8 @@ def _node_numbers(index: pd.Index, ends: np.ndarray) -> np.ndarray:
     if (numbers < 0).any():
         raise ValueError(
             f"identity_edges names node_id {int(ends[numbers < 0][0])}, which no usable "
-            "identifier of identity_identifiers has"
+            "identifier of identity_identifiers has (in an incremental run: which the "
+            "identifiers read again do not include; `cdp run --full-refresh` rebuilds it)"
         )
     return numbers.astype(np.int64, copy=False)
 

@@ -23,10 +23,10 @@
     on_schema_change='fail',
     pre_hook=[
         "{{ rebuild_if_columns_changed(added={'_built_at': 'timestamptz'}) }}",
-        "{{ identity_edges_rebuild_if_identifiers_rebuilt() }}",
+        "{{ identity_empty_if_identifiers_rebuilt() }}",
     ],
     post_hook=[
-        "{{ identity_edges_delete_held_out() }}",
+        "{{ identity_delete_held_out_nodes(['src_node_id', 'dst_node_id']) }}",
         "{{ fail_on_repeated_keys(['src_node_id', 'dst_node_id']) }}",
     ],
 ) }}
