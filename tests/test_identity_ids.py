@@ -47,8 +47,14 @@ def histories(draw):
     return first_seen, runs
 
 
-def run_once(con, first_seen, states, groups, run_index, has_previous) -> dict[str, str]:
-    """One run: write the model inputs, append registry_changes; return identifier -> id."""
+def run_once(con, first_seen, states, groups, run_index, before=None) -> dict[str, str]:
+    """One run: write the model inputs, append registry_changes; return identifier -> id.
+
+    before: the previous run's (states, groups), None for the first run. When no identifier
+    is gone since (the model reads every identifier then), registry_changes limited to the
+    touched identifiers (those not in a component with exactly the identifiers of the one
+    they were in) must give the same rows as reading every identifier."""
+    has_previous = before is not None
     usable = [i for i, state in enumerate(states) if state == USABLE]
     node_of = {identifier: node for node, identifier in enumerate(usable)}
     present = [i for i, state in enumerate(states) if state != GONE]
@@ -109,25 +115,53 @@ def run_once(con, first_seen, states, groups, run_index, has_previous) -> dict[s
         con.register("model_input", frame)
         con.execute(f"create or replace table {name} as select * from model_input")
         con.unregister("model_input")
-    rows = registry.registry_changes(
-        con,
+    inputs = dict(
         identifiers="select * from ids",
         components="select * from comps",
         edges="select * from links",
         previous="select * from registry" if has_previous else None,
         changed_at=START + timedelta(days=run_index + 1),
     )
-    con.register("new_rows", rows)
-    if has_previous:
-        con.execute("insert into registry select * from new_rows")
-    else:
-        con.execute("create table registry as select * from new_rows")
+    con.register("new_rows", registry.registry_changes(con, **inputs))
+    con.execute("create or replace table run_rows as select * from new_rows")
     con.unregister("new_rows")
+    if has_previous and not any(
+        state != GONE and now == GONE for state, now in zip(before[0], states, strict=True)
+    ):
+        touched = _touched(before, states, groups)
+        con.register("touched_input", pd.DataFrame({
+            "identifier_type": pd.Series(["anonymous_id"] * len(touched), dtype="str"),
+            "identifier_value": pd.Series([f"a{i}" for i in touched], dtype="str"),
+        }))  # fmt: skip
+        con.execute("create or replace table touched as select * from touched_input")
+        con.unregister("touched_input")
+        limited = registry.registry_changes(con, **inputs, touched="select * from touched")
+        assert sorted(limited.fetchall(), key=repr) == sorted(
+            con.execute("select * from run_rows").fetchall(), key=repr
+        )
+    if has_previous:
+        con.execute("insert into registry select * from run_rows")
+    else:
+        con.execute("create table registry as select * from run_rows")
     latest = con.execute(
         "select identifier_value, customer_id from registry qualify row_number() over "
         "(partition by identifier_value order by changed_at desc) = 1"
     ).fetchall()
     return {value: customer for value, customer in latest if customer is not None}
+
+
+def _touched(before, states, groups) -> list[int]:
+    """The identifiers not usable before and now in a component with the same identifiers."""
+
+    def members(states, groups):
+        usable = [i for i, state in enumerate(states) if state == USABLE]
+        found = {}
+        for i in usable:
+            found.setdefault(groups[i], set()).add(i)
+        return {i: frozenset(found[groups[i]]) for i in usable}
+
+    old, new = members(*before), members(states, groups)
+    return [i for i, state in enumerate(states) if state != GONE and old.get(i) != new.get(i)]
 
 
 @settings(max_examples=40, deadline=None)
@@ -138,8 +172,10 @@ def test_ids_are_one_per_customer_stable_never_reused_and_the_oldest_survives_a_
     previous: dict[str, str] = {}  # identifier -> id after the previous run
     retired: set[str] = set()
     created: dict[str, datetime] = {}
+    previous_run = None
     for run_index, (states, groups) in enumerate(runs):
-        current = run_once(con, first_seen, states, groups, run_index, has_previous=run_index > 0)
+        current = run_once(con, first_seen, states, groups, run_index, previous_run)
+        previous_run = (states, groups)
         for customer_id, at in con.execute(
             "select customer_id, min(changed_at) from registry "
             "where customer_id is not null group by 1"

@@ -14,6 +14,11 @@ deterministic; stability comes from the registry: an identifier keeps the id it 
 "older" means created earlier, so late-arriving history never reshuffles ids.
 cdp.customer_identifiers reads the latest row of every identifier; cdp.customer_merges lists
 the merges and splits.
+
+A run reads only the identifiers whose customer can have changed since the registry's newest
+row (touched_since): those identity_identifiers classified again, and those of the
+identity_components rows written, since. At a million customers with 1% new data that is
+about 5% of the identifiers.
 """
 
 import hashlib
@@ -45,29 +50,84 @@ def model(dbt, session):
         full_refresh=False,
         on_schema_change="append_new_columns",
     )
-    previous = str(dbt.this) if dbt.is_incremental else None
+    previous = f"select * from {dbt.this}" if dbt.is_incremental else None
+    identifiers = dbt.ref("identity_identifiers").sql_query()
+    components = dbt.ref("identity_components").sql_query()
     return registry_changes(
         session,
-        identifiers=dbt.ref("identity_identifiers").sql_query(),
-        components=dbt.ref("identity_components").sql_query(),
+        identifiers=identifiers,
+        components=components,
         edges=dbt.ref("identity_edges").sql_query(),
-        previous=f"select * from {previous}" if previous else None,
+        previous=previous,
         changed_at=datetime.now(UTC),
+        touched=touched_since(session, identifiers, components, previous),
     )
 
 
+def touched_since(session, identifiers: str, components: str, previous: str | None) -> str | None:
+    """The identifiers whose customer can have changed since the registry's newest row, as a
+    SQL query of (identifier_type, identifier_value); None for all of them.
+
+    identity_identifiers, identity_edges and identity_components write only what changed,
+    each row with the start of the build that changed it (_built_at; identity_components: the
+    newest _built_at it read), and every build starts after the run before it ended, so after
+    its registry's rows. An identifier classified again since (held out now, or not) is
+    touched, and so is every identifier whose component row was written since: a component
+    that gained or lost an identifier or a link is resolved again whole (before the limits),
+    so a customer of the last run is touched whole or not at all. Every identifier is touched
+    when there is no registry yet, or when identity_identifiers was emptied and rebuilt since
+    (every row newer): an identifier may then be gone.
+    """
+    if previous is None:
+        return None
+    [(since, rebuilt)] = session.sql(
+        f"""
+        select max(changed_at), (select min(_built_at) from ({identifiers})) > max(changed_at)
+        from ({previous})
+        """
+    ).fetchall()
+    if since is None or rebuilt is not False:
+        return None
+    at = f"timestamptz '{pd.Timestamp(since).isoformat()}'"
+    return f"""
+        select identifier_type, identifier_value from ({identifiers}) where _built_at > {at}
+        union
+        select i.identifier_type, i.identifier_value
+        from ({identifiers}) as i
+        semi join ({components}) as c on i.node_id = c.node_id and c._built_at > {at}
+    """
+
+
 def registry_changes(
-    session, identifiers: str, components: str, edges: str, previous: str | None, changed_at
+    session,
+    identifiers: str,
+    components: str,
+    edges: str,
+    previous: str | None,
+    changed_at,
+    touched: str | None = None,
 ):
     """The registry rows to append, as a DuckDB relation: one per identifier whose customer
     changed.
 
     identifiers, components, edges and previous are SQL queries (the dbt relations); previous
-    is None on the first run. The bulk of the work runs in DuckDB on temp tables named
-    identity_registry_*; Python only salts a colliding new id and words merges and splits.
+    is None on the first run. touched (SQL: identifier_type, identifier_value) limits the work
+    to those identifiers, which must hold every identifier of each customer they name
+    (touched_since); None reads every identifier. The bulk of the work runs in DuckDB on temp
+    tables named identity_registry_*; Python only salts a colliding new id and words merges
+    and splits.
     """
     at = f"timestamptz '{pd.Timestamp(changed_at).isoformat()}'"
     past = previous or _NOTHING
+    # Matched on a hash, so that DuckDB builds the join's hash table from the few touched
+    # identifiers; another identifier whose hash equals one of theirs is read too, and then
+    # found unchanged.
+    only_touched = (
+        "true"
+        if touched is None
+        else "hash(identifier_type, identifier_value) in "
+        f"(select hash(identifier_type, identifier_value) from ({touched}))"
+    )
     # Each identifier's latest row: its customer now, or NULL when released. Each run writes
     # at most one row per identifier, so changed_at has no ties.
     session.execute(
@@ -75,6 +135,7 @@ def registry_changes(
         create or replace temp table identity_registry_latest as
         select identifier_type, identifier_value, arg_max_null(customer_id, changed_at) as customer_id
         from ({past})
+        where {only_touched}
         group by identifier_type, identifier_value
         """
     )
@@ -83,7 +144,7 @@ def registry_changes(
         create or replace temp table identity_registry_current as
         select i.node_id, i.identifier_type, i.identifier_value, i.priority, i.first_seen_at,
             c.component_id, p.customer_id as previous_customer_id
-        from ({identifiers}) as i
+        from (select * from ({identifiers}) where {only_touched}) as i
         inner join ({components}) as c on i.node_id = c.node_id
         left join identity_registry_latest as p
             on i.identifier_type = p.identifier_type and i.identifier_value = p.identifier_value
