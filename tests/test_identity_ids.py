@@ -3,7 +3,8 @@
 Each run draws which identifiers are usable, held out or gone and how the usable ones group
 into components; registry_changes runs on an in-memory DuckDB and its rows are appended, as
 the incremental dbt model does. After every run the ids must be one per customer, stable for
-unchanged customers, never reused once gone, and a merge keeps the id created first.
+unchanged customers, never reused once gone, and a merge keeps the id created first; and
+registry_changes limited to the touched identifiers must give the same rows.
 """
 
 import importlib.util
@@ -151,7 +152,8 @@ def run_once(con, first_seen, states, groups, run_index, before=None) -> dict[st
 
 
 def _touched(before, states, groups) -> list[int]:
-    """The identifiers not usable before and now in a component with the same identifiers."""
+    """The identifiers present now but for those usable before and now, in a component of the
+    same identifiers both times: what identity_registry's touched_since reads."""
 
     def members(states, groups):
         usable = [i for i, state in enumerate(states) if state == USABLE]
