@@ -60,8 +60,9 @@ where (select count(*) from {{ source }} where _built_at <= (select max(_built_a
    instead of joining the identifiers. identity_identifiers keeps its rows from run to run,
    and is rebuilt when DuckDB's hash changes (a DuckDB upgrade: macro
    identity_identifiers_rules_fingerprint); so are identity_edges and identity_components,
-   emptied when identity_identifiers was (macro identity_empty_if_identifiers_rebuilt); the
-   other models that hold node ids are rebuilt every run. #}
+   emptied when identity_identifiers was (macro identity_empty_if_identifiers_rebuilt, and its
+   Python form in identity_components); the other models that hold node ids are rebuilt every
+   run. #}
 {% macro identity_node_id(identifier_type, identifier_value) -%}
 (hash({{ identifier_type }}, {{ identifier_value }}) >> 1)::bigint
 {%- endmacro %}
