@@ -50,8 +50,9 @@ where exists (
 {%- endmacro %}
 
 {# SQL condition: a contacts file was loaded after the newest _loaded_at of the calling
-   model's CRM rows (those whose column holds crm_value); any contacts file when it has none. #}
-{% macro contacts_loaded_since_build(column, crm_value) -%}
+   model's CRM rows (those whose column holds crm_value; every row without a column); any
+   contacts file when it has none. #}
+{% macro contacts_loaded_since_build(column=none, crm_value=none) -%}
 exists (
     select 1
     from raw.loaded_files  {#- written with raw.crm_contacts by the same Dagster asset #}
@@ -59,7 +60,9 @@ exists (
         and loaded_at > (
             select coalesce(max(_loaded_at), '-infinity'::timestamptz)
             from {{ this }}
+            {%- if column %}
             where {{ column }} = {{ sql_string(crm_value) }}
+            {%- endif %}
         )
 )
 {%- endmacro %}

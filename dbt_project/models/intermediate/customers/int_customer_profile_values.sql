@@ -26,7 +26,7 @@
 ) }}
 
 -- depends_on: {{ ref('identity_registry') }}
-with identifiers as (
+with identifiers as not materialized (
     select * from {{ ref('customer_identifiers') }}
 ),
 

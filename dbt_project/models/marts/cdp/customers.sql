@@ -8,7 +8,7 @@
 -- are whole days (24 hours) before the reference time (macro segments_as_of).
 {%- set channels = consent_channels() %}
 
-with identifiers as (
+with identifiers as not materialized (
     select * from {{ ref('customer_identifiers') }}
 ),
 

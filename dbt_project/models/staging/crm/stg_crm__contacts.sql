@@ -1,7 +1,22 @@
 -- One row per CRM contact: the version in the export file whose name sorts last wins
 -- (name exports by date, e.g. contacts-2026-11-01.csv).
+--
+-- A table, kept as it is until a contacts file is loaded: then a pre-hook empties it and the
+-- run builds it again from every raw contact (macro contacts_loaded_since_build). As a view,
+-- each of the three models that read every contact (profile values, consent signals,
+-- customers) ranked the raw rows again: 1.3-1.4 s each at a million customers.
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    on_schema_change='fail',
+    pre_hook=["{% if is_incremental() %}delete from {{ this }} where {{ contacts_loaded_since_build() }}{% endif %}"],
+) }}
+
 with source as (
     select * from {{ source('crm', 'crm_contacts') }}
+    {%- if is_incremental() %}
+    where not exists (select 1 from {{ this }})
+    {%- endif %}
 ),
 
 latest as (
