@@ -243,6 +243,17 @@ DECLARATIVE = {
             ]
         }
     },
+    # Every count has a window: the segment reads only the events of the widest one, and a
+    # customer with none there still counts zero.
+    "t_windows": {
+        "conditions": {
+            "all": [
+                {"trait": "order_count", "op": ">", "value": 0},
+                {"event": "Order Completed", "within_days": 30, "op": "=", "value": 0},
+                {"event": "page", "within_days": 7, "op": "<", "value": 3},
+            ]
+        }
+    },
     "t_consent": {
         "conditions": {
             "all": [
@@ -274,6 +285,24 @@ BY_HAND = {
                and (c.last_order_at is null or c.last_order_at <= as_of.at - interval 20 day))
            or (c.company_name is not null
                and coalesce(n.pages, 0) >= 2 and coalesce(n.orders, 0) = 0)
+    """,
+    "t_windows": """
+        with as_of as (select max(event_at) as at from cdp.customer_events),
+        counts as (
+            select customer_id,
+                count(*) filter (
+                    where event_name = 'Order Completed' and event_at > as_of.at - interval 30 day
+                ) as orders,
+                count(*) filter (
+                    where message_type = 'page' and event_at > as_of.at - interval 7 day
+                ) as pages,
+            from cdp.customer_events, as_of
+            where event_at <= as_of.at
+            group by customer_id
+        )
+        select c.customer_id from cdp.customers as c
+        left join counts as n on c.customer_id = n.customer_id
+        where c.order_count > 0 and coalesce(n.orders, 0) = 0 and coalesce(n.pages, 0) < 3
     """,
     "t_consent": """
         with as_of as (select max(event_at) as at from cdp.customer_events)

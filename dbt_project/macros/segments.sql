@@ -58,12 +58,20 @@ reference as (
 ),
 {%- if found.events %}
 
+{#- When every count has a window, only the events of the widest one are read: a customer
+    with none there has no row here, which the final step reads as zero, as it would a row of
+    zeros. At a million customers engaged_browsers_14d took 0.37 s so, against 0.8-2.0 s. #}
+{%- set windows = found.events | map(attribute='within_days') | list %}
+
 events as (
     select e.customer_id, coalesce(e.event_name, e.message_type) as event_name, e.event_at
     from {{ events }} as e
     cross join reference as r
     where e.customer_id is not null
         and e.event_at <= r.as_of
+        {%- if none not in windows %}
+        and e.event_at > r.as_of - interval {{ windows | max }} day
+        {%- endif %}
         and coalesce(e.event_name, e.message_type) in {{ sql_in_list(found.events | map(attribute='event') | unique | list) }}
 ),
 
