@@ -36,18 +36,19 @@ having count(*) > 1
    a model whose new rows never share a key with the rows it keeps: delete+insert with a
    unique_key inside `columns`, or an append whose pre-hook deleted the rows of every key it
    computes again. By induction the table never holds a repeated key, for the cost of the
-   batch instead of a uniqueness test on the whole table every run. #}
-{% macro fail_on_repeated_keys(columns) -%}
+   batch instead of a uniqueness test on the whole table every run. `where` (SQL) limits the
+   check to the rows that must be unique, e.g. `is_survivor`. #}
+{% macro fail_on_repeated_keys(columns, where=none) -%}
 {%- if execute -%}
 {%- set found = batch_tables(newest_only=true) -%}
 {%- set rows = found[0] if found else this -%}
 {%- set key = columns | join(', ') -%}
 select error(
     '{{ this.identifier }}: the rows this run built repeat ' || count(*) || ' key(s) of ('
-    || '{{ key }}), so none were written (the table keeps its previous rows). The model''s '
+    || '{{ key }}){{ (" among the rows where " ~ where) | replace("\'", "\'\'") if where }}, so none were written (the table keeps its previous rows). The model''s '
     || 'SQL produced them: report it with the model''s name.'
 )
-from ({{ repeated_keys(rows, key) }})
+from ({{ repeated_keys(rows, key, where=where or 'true') }})
 having count(*) > 0
 {%- endif -%}
 {%- endmacro %}

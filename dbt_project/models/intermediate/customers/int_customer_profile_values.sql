@@ -22,7 +22,10 @@
         "{% if is_incremental() %}delete from {{ this }} where sources_version <> {{ customer_field_sources_version() }} or {{ contacts_loaded_since_build('source', 'crm') }}{% endif %}",
         "{% if is_incremental() %}delete from {{ this }} where customer_id in ({{ customers_changed_since_build('_loaded_at', '_assigned_at', message_type='identify') }}){% endif %}",
     ],
-    post_hook=["{{ fail_on_repeated_keys(['customer_id', 'field', 'source', 'record_id']) }}"],
+    post_hook=[
+        "{{ fail_on_repeated_keys(['customer_id', 'field', 'source', 'record_id']) }}",
+        "{{ fail_on_repeated_keys(['customer_id', 'field'], where='is_survivor') }}",
+    ],
 ) }}
 
 -- depends_on: {{ ref('identity_registry') }}
