@@ -60,7 +60,8 @@ reference as (
 
 {#- When every count has a window, only the events of the widest one are read: a customer
     with none there has no row here, which the final step reads as zero, as it would a row of
-    zeros. At a million customers engaged_browsers_14d took 0.37 s so, against 0.8-2.0 s. #}
+    zeros. At a million customers engaged_browsers_14d took 0.5-0.6 s so in incremental runs,
+    against 1.3 s. #}
 {%- set windows = found.events | map(attribute='within_days') | list %}
 
 events as (
