@@ -29,6 +29,9 @@
 ) }}
 
 -- depends_on: {{ ref('identity_registry') }}
+-- Not materialized: read twice (for the CRM contact ids, and to match emails and phones),
+-- DuckDB would otherwise copy all 4.1M identifiers first (0.35 s of CPU at a million
+-- customers).
 with identifiers as not materialized (
     select * from {{ ref('customer_identifiers') }}
 ),

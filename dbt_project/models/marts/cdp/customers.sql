@@ -8,6 +8,8 @@
 -- are whole days (24 hours) before the reference time (macro segments_as_of).
 {%- set channels = consent_channels() %}
 
+-- Not materialized: read twice, once for the CRM contact ids only, DuckDB would otherwise copy
+-- all 4.1M identifiers first (0.6 s of CPU in customers at a million customers).
 with identifiers as not materialized (
     select * from {{ ref('customer_identifiers') }}
 ),
