@@ -570,7 +570,7 @@ def test_uniqueness_tests_fail_on_a_repeated_row_only(two_runs: TwoRuns, tmp_pat
     warehouse = tmp_path / "copy.duckdb"
     shutil.copyfile(two_runs.warehouse, warehouse)
     tests = [
-        "unique_combination_customer_identifiers_identifier_type__identifier_value",
+        "unique_combination_identifiers_held_out_identifier_type__identifier_value__rule",
         "unique_customers_customer_id",
     ]
 
@@ -586,7 +586,8 @@ def test_uniqueness_tests_fail_on_a_repeated_row_only(two_runs: TwoRuns, tmp_pat
     assert re.search(r"PASS=2 WARN=0 ERROR=0", outcome())
     with duckdb.connect(str(warehouse)) as con:
         con.execute(
-            "insert into cdp.customer_identifiers select * from cdp.customer_identifiers limit 1"
+            "insert into identity.identifiers_held_out "
+            "select * from identity.identifiers_held_out limit 1"
         )
         con.execute(
             "insert into cdp.customers "

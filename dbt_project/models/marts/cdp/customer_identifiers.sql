@@ -12,6 +12,9 @@
 -- counts rows (stamped with the start of its dbt invocation). A change read again is written
 -- again unchanged. The second pre-hook deletes the identifiers released since (their newest
 -- registry row has no customer): they have no row to write.
+-- The post-hook checks the rows a run writes for a repeated identifier, in place of a test of
+-- the whole table, which held a dbt thread for 0.4 s of every run at a million customers
+-- while customer_events waited for it.
 {{ config(
     materialized='incremental',
     incremental_strategy='delete+insert',
@@ -31,6 +34,7 @@
             and kept.identifier_value = released.identifier_value
         {% endif %}",
     ],
+    post_hook=["{{ fail_on_repeated_keys(['identifier_type', 'identifier_value']) }}"],
 ) }}
 
 -- depends_on: {{ ref('identity_identifier_counts') }}
