@@ -2,9 +2,10 @@
 their definition, computed here event by event, on events placed at and around every window
 edge; and the scores computed in SQL from a model's stored parameters against the fitted model.
 
-The model rolls events up per customer and day before the newest cutoff; the windows must
-still be exact: an event at the cutoff counts, one at the cutoff minus 7 days does not count
-for the 7-day window, one a second later does.
+The model rolls the events of the windows up per customer and day before the newest cutoff,
+and reads the lifetime features from every event; the windows must still be exact: an event
+at the cutoff counts, one at the cutoff minus 7 days does not count for the 7-day window, one
+a second later does.
 """
 
 import importlib.util
@@ -112,7 +113,9 @@ def expected_features(events: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFram
 @pytest.mark.parametrize("reference", ["2026-11-15 13:45:10", "2026-11-15 00:00:00"])
 @pytest.mark.parametrize("time_zone", ["UTC", "America/Los_Angeles"])
 def test_features_match_their_definition_at_every_window_edge(model, reference, time_zone):
-    """Whatever the session's time zone: active days are UTC days, windows are exact."""
+    """Whatever the session's time zone: active days are UTC days, windows are exact. Asked
+    for every cutoff at once (training) and for the reference alone (scoring: its rollup
+    reads only the last 30 days, so the events of the other cutoffs lie before it)."""
     cutoffs = cutoffs_for(model, pd.Timestamp(reference, tz="UTC"))
     events = edge_events(cutoffs)
     con = duckdb.connect()
@@ -122,17 +125,19 @@ def test_features_match_their_definition_at_every_window_edge(model, reference, 
         "create table events as select customer_id, event_at::timestamptz as event_at, "
         "event_name, message_type, order_id from frame"
     )
-    got = con.table("events").query("events", model.features_sql(cutoffs)).df()
-    got["cutoff_at"] = pd.to_datetime(got["cutoff_at"], utc=True)
-    for cutoff in cutoffs:
-        expected = expected_features(events, cutoff)
-        mine = got[got.cutoff_at == cutoff].drop(columns="cutoff_at")
-        mine = mine.sort_values("customer_id", ignore_index=True)
-        assert len(expected) > 100
-        pd.testing.assert_frame_equal(
-            mine[expected.columns].astype({c: float for c in model.FEATURES}),
-            expected.astype({c: float for c in model.FEATURES}),
-        )
+    for asked in (cutoffs, cutoffs[-1:]):
+        got = con.table("events").query("events", model.features_sql(asked)).df()
+        got["cutoff_at"] = pd.to_datetime(got["cutoff_at"], utc=True)
+        assert sorted(got.cutoff_at.unique()) == sorted(asked)
+        for cutoff in asked:
+            expected = expected_features(events, cutoff)
+            mine = got[got.cutoff_at == cutoff].drop(columns="cutoff_at")
+            mine = mine.sort_values("customer_id", ignore_index=True)
+            assert len(expected) > 100
+            pd.testing.assert_frame_equal(
+                mine[expected.columns].astype({c: float for c in model.FEATURES}),
+                expected.astype({c: float for c in model.FEATURES}),
+            )
 
 
 def test_cutoffs_that_are_not_whole_days_apart_are_refused(model):
