@@ -12,7 +12,8 @@
 -- (macro customers_changed_since_build), then every customer with events and no row
 -- here is computed (again), so a customer left without events keeps none. The result equals
 -- a full rebuild. Rebuilt when raw event rows were removed (cdp.customer_events is rebuilt
--- then).
+-- then). The post-hook checks the rows a run builds for a repeated customer: it computes
+-- only customers with no row here, so the table stays one row per customer.
 {{ config(
     materialized='incremental',
     incremental_strategy='append',
@@ -21,6 +22,7 @@
         "{{ rebuild_if_raw_events_removed('(select max(last_loaded_at) from ' ~ this ~ ')') }}",
         "{% if is_incremental() %}delete from {{ this }} where customer_id in ({{ customers_changed_since_build('last_loaded_at', 'last_assigned_at') }}){% endif %}",
     ],
+    post_hook=["{{ fail_on_repeated_keys(['customer_id']) }}"],
 ) }}
 
 -- depends_on: {{ ref('identity_registry') }}
