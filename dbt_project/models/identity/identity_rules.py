@@ -83,7 +83,9 @@ def model(dbt, session):
     return rules_relation(session, rules)
 
 
-def rules_relation(session: duckdb.DuckDBPyConnection, rules: IdentityRules):
+def rules_relation(
+    session: duckdb.DuckDBPyConnection, rules: IdentityRules
+) -> duckdb.DuckDBPyRelation:
     """One row: the scalar settings, and the types and blocklist as JSON arrays.
 
     A DuckDB relation, not a pandas frame: this model is first on the path of every build
