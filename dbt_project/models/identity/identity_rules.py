@@ -115,20 +115,18 @@ def rules_relation(
         }
         for b in rules.blocklist
     ]
-    return session.sql(
-        f"""
-        select
-            {_sql_string(str(rules.path))} as rules_file,
-            {_sql_string(rules.default_country_code)} as default_country_code,
-            {int(rules.super_node_threshold)}::bigint as super_node_threshold,
-            {_sql_string(json.dumps(types))} as identifier_types,
-            {_sql_string(json.dumps(blocklist))} as blocklist,
-        """
+    row = [
+        str(rules.path),
+        rules.default_country_code,
+        rules.super_node_threshold,
+        json.dumps(types),
+        json.dumps(blocklist),
+    ]
+    return session.values(row).project(
+        "col0::varchar as rules_file, col1::varchar as default_country_code, "
+        "col2::bigint as super_node_threshold, col3::varchar as identifier_types, "
+        "col4::varchar as blocklist"
     )
-
-
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def load_rules(path: Path) -> IdentityRules:
